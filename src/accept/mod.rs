@@ -1,0 +1,3 @@
+//! Where connections come in: listeners bound on every shard.
+
+pub mod listener;

@@ -1,0 +1,193 @@
+//! The `pigeon` command: serve, check a config, look at the queue.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{mpsc, Arc};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+
+use pigeon::config::Config;
+use pigeon::runtime::shard;
+use pigeon::runtime::shutdown::{spawn_signal_thread, StopFlag};
+use pigeon::spool::inspect::{message_content, queued_messages, short_age};
+use pigeon::spool::record::MessageId;
+use pigeon::spool::recover::repair;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "pigeon", version, about = "A high-performance mail transfer agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (built-in defaults without --config).
+    Serve {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file; exits non-zero naming the bad key.
+    CheckConfig {
+        /// TOML configuration file.
+        file: PathBuf,
+    },
+    /// Look at the queue (offline: stop the server first).
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// One line per message, then its recipients.
+    List {
+        /// The spool directory.
+        #[arg(long)]
+        spool: PathBuf,
+    },
+    /// Everything about one message.
+    Show {
+        /// The queue id from the 250 reply.
+        id: String,
+        /// The spool directory.
+        #[arg(long)]
+        spool: PathBuf,
+        /// Print only the message content, as it will be delivered.
+        #[arg(long)]
+        body: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PIGEON_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve { config } => serve(config.as_deref()),
+        Command::CheckConfig { file } => Config::load(&file)
+            .map(|_| println!("{}: ok", file.display()))
+            .map_err(|e| e.to_string()),
+        Command::Queue { command: QueueCommand::List { spool } } => queue_list(&spool),
+        Command::Queue { command: QueueCommand::Show { id, spool, body } } => {
+            queue_show(&spool, &id, body)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pigeon: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config_path: Option<&Path>) -> Result<(), String> {
+    let config = match config_path {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::defaults(),
+    };
+    let spool = &config.spool.path.clone();
+    std::fs::create_dir_all(spool).map_err(|e| format!("spool.path {}: {e}", spool.display()))?;
+    let repaired = repair(spool).map_err(|e| format!("recovering {}: {e}", spool.display()))?;
+    tracing::info!(
+        messages = repaired.messages,
+        truncated = repaired.truncated.len(),
+        removed = repaired.removed.len(),
+        "spool recovered"
+    );
+
+    let flag = StopFlag::default();
+    spawn_signal_thread(flag.clone()).map_err(|e| format!("signal handling: {e}"))?;
+    let shards = config.shard_count();
+    let config = Arc::new(config);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::with_capacity(shards);
+    for id in 0..shards {
+        let first_seq = repaired.next_seq.get(id).copied().unwrap_or(0);
+        let handle = shard::spawn(id as u8, config.clone(), first_seq, flag.clone(), ready_tx.clone())
+            .map_err(|e| format!("starting shard {id}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let mut addresses = Vec::new();
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(bound)) => addresses = bound,
+            Ok(Err(e)) => {
+                flag.raise();
+                return Err(e);
+            }
+            Err(_) => return Err("a shard died while starting".into()),
+        }
+    }
+    let listening: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    tracing::info!(shards, listening = %listening.join(" "), spool = %spool.display(), "ready");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut failed = false;
+    for h in handles {
+        failed |= h.join().is_err();
+    }
+    tracing::info!("stopped");
+    if failed {
+        Err("a shard failed".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn queue_list(spool: &Path) -> Result<(), String> {
+    let messages = queued_messages(spool).map_err(|e| format!("{}: {e}", spool.display()))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let mut recipients = 0;
+    println!("{:<20} {:>10} {:>5}  SENDER / RECIPIENTS", "ID", "SIZE", "AGE");
+    for m in &messages {
+        let age = now.saturating_sub(m.received_micros / 1_000_000);
+        println!("{:<20} {:>10} {:>5}  <{}>", m.id, m.size, short_age(age), m.sender);
+        for (rcpt, state) in &m.recipients {
+            println!("{:<38}  {:<8} <{}>", "", state.as_str(), rcpt);
+        }
+        recipients += m.recipients.len();
+    }
+    println!("{} messages, {} recipients", messages.len(), recipients);
+    Ok(())
+}
+
+fn queue_show(spool: &Path, id: &str, body_only: bool) -> Result<(), String> {
+    let parsed: MessageId = id.parse().map_err(|_| format!("{id:?} is not a queue id"))?;
+    let err = |e: std::io::Error| format!("{}: {e}", spool.display());
+    if body_only {
+        let content = message_content(spool, parsed).map_err(err)?;
+        let content = content.ok_or_else(|| format!("{id}: not in the queue"))?;
+        use std::io::Write;
+        return std::io::stdout().write_all(&content).map_err(|e| e.to_string());
+    }
+    let messages = queued_messages(spool).map_err(err)?;
+    let m = messages
+        .iter()
+        .find(|m| m.id == parsed)
+        .ok_or_else(|| format!("{id}: not in the queue"))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let received = m.received_micros / 1_000_000;
+    println!("id: {}", m.id);
+    println!("received: {} ({} ago)", received, short_age(now.saturating_sub(received)));
+    println!("size: {}", m.size);
+    println!("client: {} ({})", m.peer, m.helo);
+    println!("sender: <{}>", m.sender);
+    println!("mail parameters: {}", m.mail_params);
+    for (rcpt, state) in &m.recipients {
+        println!("recipient: <{}> {}", rcpt, state.as_str());
+    }
+    Ok(())
+}

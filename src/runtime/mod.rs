@@ -1,0 +1,4 @@
+//! Thread-per-core: one pinned glommio executor per shard, and the way they stop.
+
+pub mod shard;
+pub mod shutdown;

@@ -1,0 +1,135 @@
+//! One shard: a glommio executor pinned to a CPU, owning its spool segment, its listeners
+//! (bound with SO_REUSEPORT, so the kernel spreads connections across shards) and every
+//! session accepted on them. Nothing here is shared with another shard except the
+//! read-only configuration and the stop flag.
+
+use std::cell::Cell;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use ipnet::IpNet;
+
+use crate::accept::listener;
+use crate::config::{Config, TimeoutsConfig};
+use crate::runtime::shutdown::{ShardStop, StopFlag};
+use crate::session::state::SessionConfig;
+use crate::spool::commit::{ShardSpool, SpoolOptions};
+
+/// What every task on a shard shares: owned by the shard, handed out as `Rc`.
+pub struct ShardContext {
+    /// This shard's number.
+    pub id: u8,
+    /// This shard's spool writer.
+    pub spool: Rc<ShardSpool>,
+    /// Limits and identity for sessions.
+    pub session: Arc<SessionConfig>,
+    /// Read timeouts.
+    pub timeouts: TimeoutsConfig,
+    /// Clients that may relay to any domain.
+    pub relay_networks: Vec<IpNet>,
+    /// The shard's stop state.
+    pub stop: ShardStop,
+    /// When the stop began; sessions in DATA have until then plus the grace.
+    pub stop_deadline: Cell<Option<Instant>>,
+    /// Sessions alive on this shard.
+    pub sessions: Cell<usize>,
+}
+
+impl ShardContext {
+    /// Whether a client at `ip` may relay to any domain.
+    pub fn may_relay(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.relay_networks.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Runs shard `id` to completion on its own thread: binds, reports the bound addresses
+/// on `ready`, serves until `flag` is raised, drains, and makes the spool durable.
+pub fn spawn(
+    id: u8,
+    config: Arc<Config>,
+    first_seq: u64,
+    flag: StopFlag,
+    ready: mpsc::Sender<Result<Vec<SocketAddr>, String>>,
+) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let builder = LocalExecutorBuilder::new(Placement::Fixed(id as usize % cpus))
+        .name(&format!("shard-{id}"));
+    builder
+        .spawn(move || async move {
+            if let Err(e) = serve(id, config, first_seq, flag, &ready).await {
+                let _ = ready.send(Err(format!("shard {id}: {e}")));
+            }
+        })
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+async fn serve(
+    id: u8,
+    config: Arc<Config>,
+    first_seq: u64,
+    flag: StopFlag,
+    ready: &mpsc::Sender<Result<Vec<SocketAddr>, String>>,
+) -> std::io::Result<()> {
+    let options = SpoolOptions {
+        path: config.spool.path.clone(),
+        fsync: config.spool.fsync,
+        segment_size: config.spool.segment_size.0,
+        min_free_space: config.spool.min_free_space.0,
+    };
+    let (spool, committer) = ShardSpool::start(id, first_seq, options)?;
+    let committer = glommio::spawn_local(committer).detach();
+    let ctx = Rc::new(ShardContext {
+        id,
+        spool,
+        session: Arc::new(SessionConfig {
+            hostname: config.hostname.clone(),
+            max_message_size: config.limits.max_message_size.0 as usize,
+            max_recipients: config.limits.max_recipients,
+            max_errors: config.limits.max_errors,
+            relay_domains: config.relay.domains.clone(),
+        }),
+        timeouts: config.timeouts.clone(),
+        relay_networks: config.relay.networks.clone(),
+        stop: ShardStop::default(),
+        stop_deadline: Cell::new(None),
+        sessions: Cell::new(0),
+    });
+    let mut bound = Vec::new();
+    let mut accepting = Vec::new();
+    for l in &config.listeners {
+        let listener = listener::bind(l.address)?;
+        bound.push(listener.local_addr()?);
+        accepting.push(glommio::spawn_local(listener::accept_loop(listener, ctx.clone())).detach());
+    }
+    let _ = ready.send(Ok(bound));
+
+    ctx.stop.watch(flag).await;
+    let grace = config.timeouts.shutdown_grace;
+    ctx.stop_deadline.set(Some(Instant::now() + grace));
+    for task in accepting {
+        task.await;
+    }
+    // Sessions end themselves: idle ones at once, ones in DATA by the deadline. The extra
+    // second covers writing their last reply.
+    let give_up = Instant::now() + grace + Duration::from_secs(1);
+    while ctx.sessions.get() > 0 && Instant::now() < give_up {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    if ctx.sessions.get() > 0 {
+        tracing::warn!(shard = id, sessions = ctx.sessions.get(), "sessions still open at stop");
+    }
+    // The committer ends once every handle on the spool is gone and its last batch is
+    // durable; sessions still holding one were cut off above and will not be answered.
+    drop(ctx);
+    if let Some(()) = committer.await {
+        tracing::debug!(shard = id, "spool closed");
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! Graceful stop: a signal thread flips one process-wide flag; each shard notices it and
+//! wakes its own sessions, which then stop in order: idle ones get 421 4.3.2 at once,
+//! ones inside message content finish it (bounded by `timeouts.shutdown_grace`).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_listener::Event;
+
+/// How often a shard looks at the process-wide flag. A stop is not latency-critical, and
+/// one timer per shard is cheaper than waking the shard from another thread.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The process-wide stop flag, set from the signal thread.
+#[derive(Clone, Debug, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    /// Asks every shard to stop.
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_raised(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One shard's view of the stop: a flag and a wake-up for everything waiting on it.
+#[derive(Debug, Default)]
+pub struct ShardStop {
+    stopping: Cell<bool>,
+    event: Event,
+}
+
+impl ShardStop {
+    /// True once the shard is stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Resolves when the shard starts stopping.
+    pub async fn wait(&self) {
+        loop {
+            if self.stopping.get() {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.stopping.get() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Watches the process-wide flag and wakes every waiter when it is raised.
+    pub async fn watch(&self, flag: StopFlag) {
+        while !flag.is_raised() {
+            glommio::timer::sleep(POLL).await;
+        }
+        self.stopping.set(true);
+        self.event.notify(usize::MAX);
+    }
+}
+
+/// Starts the thread that turns SIGTERM and SIGINT into a raised [`StopFlag`], and tells
+/// systemd we are stopping. SIGHUP is caught so that it does not kill the process.
+pub fn spawn_signal_thread(flag: StopFlag) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for signal in signals.forever() {
+            if signal == SIGHUP {
+                tracing::info!("SIGHUP: nothing to reload in this build");
+                continue;
+            }
+            tracing::info!(signal, "stopping: no new sessions; sessions in DATA may finish");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            flag.raise();
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! The glommio loop around a [`Session`]: socket bytes in, replies out, messages to the
+//! spool. Everything SMTP is decided by the session; this file only moves bytes, applies
+//! read timeouts, and waits for the spool.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::runtime::shard::ShardContext;
+use crate::session::envelope::{received_header, Envelope};
+use crate::session::state::{Event, Session};
+use crate::spool::commit::SpoolError;
+use crate::spool::record::{encode_message, MessageId};
+
+/// Read size: big enough that a 5 KiB message is one read, small enough for many sessions.
+const READ_CHUNK: usize = 16 * 1024;
+
+enum Read {
+    Bytes(std::io::Result<usize>),
+    Stopping,
+}
+
+/// Serves one connection until it closes.
+pub async fn run(mut stream: TcpStream, ctx: &ShardContext) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let mut session = Session::new(ctx.session.clone(), peer, ctx.may_relay(peer.ip()));
+    let mut input = vec![0u8; READ_CHUNK];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut output = Vec::with_capacity(512);
+    let mut told_to_stop = false;
+    let _ = stream.set_write_timeout(Some(ctx.timeouts.command));
+    loop {
+        // Feed the session until it needs more bytes.
+        loop {
+            session.set_spool_available(ctx.spool.has_space());
+            let used = session.handle_input(&input[start..end]);
+            start += used;
+            let mut stored = false;
+            while let Some(event) = session.poll_event() {
+                match event {
+                    Event::Message(envelope, body) => {
+                        let result = store(ctx, peer, &envelope, body).await;
+                        match &result {
+                            Ok(id) => session.handle_stored(Ok(&id.to_string())),
+                            Err(e) => session.handle_stored(Err(e.reply())),
+                        }
+                        stored = true;
+                    }
+                    Event::Close => {}
+                }
+            }
+            if !stored || start == end {
+                break;
+            }
+        }
+        session.take_output(&mut output);
+        if !output.is_empty() {
+            if stream.write_all(&output).await.is_err() {
+                return;
+            }
+            output.clear();
+        }
+        if session.is_closed() {
+            let _ = stream.close().await;
+            return;
+        }
+        if ctx.stop.is_stopping() && !told_to_stop {
+            told_to_stop = true;
+            session.handle_shutdown();
+            continue;
+        }
+        // Make room: unconsumed bytes (a partial command line) move to the front.
+        if start == end {
+            (start, end) = (0, 0);
+        } else if end == input.len() {
+            input.copy_within(start..end, 0);
+            (start, end) = (0, end - start);
+            if end == input.len() {
+                // Cannot happen (the session drops over-long lines), but never spin on it.
+                input.resize(input.len() * 2, 0);
+            }
+        }
+        let in_content = session.in_content();
+        let mut timeout = if in_content { ctx.timeouts.data } else { ctx.timeouts.command };
+        if let Some(deadline) = ctx.stop_deadline.get() {
+            timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        let _ = stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
+        let read = if in_content || told_to_stop {
+            // Never abandon a read inside message content: bytes it took would be lost.
+            Read::Bytes(stream.read(&mut input[end..]).await)
+        } else {
+            let buf = &mut input[end..];
+            future::or(async { Read::Bytes(stream.read(buf).await) }, async {
+                ctx.stop.wait().await;
+                Read::Stopping
+            })
+            .await
+        };
+        match read {
+            Read::Bytes(Ok(0)) => {
+                session.handle_eof();
+                return;
+            }
+            Read::Bytes(Ok(n)) => end += n,
+            Read::Bytes(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                session.handle_timeout()
+            }
+            Read::Bytes(Err(_)) => return,
+            Read::Stopping => {}
+        }
+    }
+}
+
+/// Writes one message record and waits until it is durable. Returns its queue id.
+async fn store(
+    ctx: &ShardContext,
+    peer: SocketAddr,
+    envelope: &Envelope,
+    body: Vec<u8>,
+) -> Result<MessageId, SpoolError> {
+    let id = ctx.spool.next_id();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let received = received_header(envelope, &ctx.session.hostname, &id.to_string(), now.as_secs());
+    let head = encode_message(id, now.as_micros() as u64, envelope, &[&received, &body]);
+    let size = received.len() + body.len();
+    ctx.spool.append(vec![head, received, body]).await?;
+    tracing::info!(
+        event = "received",
+        id = %id,
+        shard = ctx.id,
+        client = %peer,
+        from = envelope.sender.as_ref().map_or("", |s| s.as_str()),
+        recipients = envelope.recipients.len(),
+        size,
+    );
+    Ok(id)
+}

@@ -1,0 +1,527 @@
+//! The SMTP server session as a sans-io state machine: bytes in, replies and events out.
+//!
+//! A [`Session`] opens no socket, reads no clock and touches no file; `session::driver`
+//! moves bytes between it and a glommio socket. The call order is:
+//!
+//! 1. [`Session::new`] queues the greeting.
+//! 2. [`Session::handle_input`] with whatever bytes arrived; it returns how many it used.
+//!    Bytes it did not use must be offered again, with more appended.
+//! 3. [`Session::poll_event`] until `None`. A [`Event::Message`] must be answered with
+//!    [`Session::handle_stored`] before the session consumes more input.
+//! 4. [`Session::take_output`] and write it; then back to 2, or close after [`Event::Close`].
+//!
+//! Timeouts and shutdown come in through [`Session::handle_timeout`] and
+//! [`Session::handle_shutdown`]. Replies are buffered until the driver writes them, which
+//! is what lets a PIPELINING client (RFC 2920) get a batch of replies in one write.
+//!
+//! Sequencing follows RFC 5321 §4.1.4: HELO/EHLO before MAIL, MAIL before RCPT, a recipient
+//! before DATA or BDAT.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use memchr::memchr;
+
+use crate::session::data::{BdatEncoder, DataScanner};
+use crate::session::envelope::{Envelope, Recipient};
+use crate::smtp::address::{parse_mailbox, AddressError, Mailbox};
+use crate::smtp::command::{params, Command};
+use crate::smtp::reply::{replies, Enhanced, Reply};
+
+/// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
+pub const MAX_COMMAND_LINE: usize = 512;
+
+/// The limits and identity a session works with; shared by all sessions of a listener.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Our host name, for the greeting, EHLO and `Received:`.
+    pub hostname: String,
+    /// Largest message accepted, in octets (advertised with SIZE).
+    pub max_message_size: usize,
+    /// Recipients per message; the next one gets 452 4.5.3.
+    pub max_recipients: usize,
+    /// Client errors per session before 421 and close.
+    pub max_errors: u32,
+    /// Domains we accept mail for from anyone (lower case).
+    pub relay_domains: Vec<String>,
+}
+
+/// Something the driver must act on.
+#[derive(Debug)]
+pub enum Event {
+    /// A complete message: make it durable, then call [`Session::handle_stored`].
+    Message(Box<Envelope>, Vec<u8>),
+    /// Write what output is left, then close the connection.
+    Close,
+}
+
+/// What the next input bytes are.
+#[derive(Debug)]
+enum Input {
+    Commands,
+    Data(DataScanner),
+    /// The bytes of a BDAT chunk; `keep` is false when they are read only to be dropped.
+    Chunk { remaining: u64, last: bool, keep: bool },
+    /// A message is being stored; input waits.
+    AwaitStore,
+    Closed,
+}
+
+#[derive(Debug)]
+struct Transaction {
+    sender: Option<Mailbox>,
+    mail_params: String,
+    smtputf8: bool,
+    recipients: Vec<Recipient>,
+    /// A RCPT was tried, accepted or not: DATA then means "no valid recipients".
+    rcpt_tried: bool,
+    bdat: Option<BdatEncoder>,
+    body: Vec<u8>,
+}
+
+/// One SMTP server session. See the module docs for the call order.
+#[derive(Debug)]
+pub struct Session {
+    config: Arc<SessionConfig>,
+    peer: SocketAddr,
+    may_relay: bool,
+    helo: Option<(String, bool)>,
+    txn: Option<Transaction>,
+    input: Input,
+    /// Inside an over-long command line: drop bytes up to the next LF.
+    discarding_line: bool,
+    errors: u32,
+    spool_available: bool,
+    shutting_down: bool,
+    output: Vec<u8>,
+    events: VecDeque<Event>,
+}
+
+impl Session {
+    /// Starts a session for a client at `peer`; `may_relay` says whether it may send to
+    /// any domain (it is in `relay.networks`). Queues the 220 greeting.
+    pub fn new(config: Arc<SessionConfig>, peer: SocketAddr, may_relay: bool) -> Session {
+        let mut s = Session {
+            config,
+            peer,
+            may_relay,
+            helo: None,
+            txn: None,
+            input: Input::Commands,
+            discarding_line: false,
+            errors: 0,
+            spool_available: true,
+            shutting_down: false,
+            output: Vec::with_capacity(512),
+            events: VecDeque::new(),
+        };
+        let greeting = format!("{} ESMTP pigeon", s.config.hostname);
+        s.reply(Reply::plain(220, vec![greeting.into()]));
+        s
+    }
+
+    /// Consumes client bytes; returns how many were used. Stops early at a message that
+    /// awaits storage and after the session closes.
+    pub fn handle_input(&mut self, input: &[u8]) -> usize {
+        let mut pos = 0;
+        while pos < input.len() {
+            let rest = &input[pos..];
+            match &mut self.input {
+                Input::Commands => match self.take_line(rest) {
+                    Some((used, line)) => {
+                        pos += used;
+                        if let Some(line) = line {
+                            self.handle_line(line);
+                        }
+                    }
+                    None => {
+                        // No complete line: keep the bytes unless the line is already too long.
+                        if rest.len() >= MAX_COMMAND_LINE {
+                            self.discarding_line = true;
+                            pos = input.len();
+                        }
+                        break;
+                    }
+                },
+                Input::Data(scanner) => {
+                    let body = &mut self.txn.as_mut().expect("DATA without transaction").body;
+                    let (used, done) = scanner.feed(rest, body);
+                    pos += used;
+                    if done {
+                        self.finish_data();
+                    }
+                }
+                Input::Chunk { remaining, last, keep } => {
+                    let take = (*remaining).min(rest.len() as u64) as usize;
+                    *remaining -= take as u64;
+                    let (done, last, keep) = (*remaining == 0, *last, *keep);
+                    if keep {
+                        let txn = self.txn.as_mut().expect("kept chunk without transaction");
+                        let encoder = txn.bdat.as_mut().expect("kept chunk without encoder");
+                        encoder.feed(&rest[..take], &mut txn.body);
+                    }
+                    pos += take;
+                    if done {
+                        self.finish_chunk(last, keep);
+                    }
+                }
+                Input::AwaitStore | Input::Closed => break,
+            }
+        }
+        pos
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Moves pending reply bytes into `buf` (which should be empty), leaving the session
+    /// with `buf`'s allocation for the next replies.
+    pub fn take_output(&mut self, buf: &mut Vec<u8>) {
+        std::mem::swap(&mut self.output, buf);
+    }
+
+    /// The result of storing the message from the last [`Event::Message`]: its queue id, or
+    /// the reply to give instead.
+    pub fn handle_stored(&mut self, result: Result<&str, Reply>) {
+        debug_assert!(matches!(self.input, Input::AwaitStore));
+        match result {
+            Ok(id) => self.reply(replies::queued(id)),
+            Err(reply) => self.reply(reply),
+        }
+        self.input = Input::Commands;
+        if self.shutting_down {
+            self.close_with(replies::shutting_down());
+        }
+    }
+
+    /// A read timed out (RFC 5321 §4.5.3.2): 421 4.4.2 and close. Nothing half-received
+    /// is kept.
+    pub fn handle_timeout(&mut self) {
+        self.txn = None;
+        self.close_with(replies::timeout());
+    }
+
+    /// The client closed its side. Whatever transaction was open is dropped.
+    pub fn handle_eof(&mut self) {
+        self.txn = None;
+        if !matches!(self.input, Input::Closed) {
+            self.input = Input::Closed;
+            self.events.push_back(Event::Close);
+        }
+    }
+
+    /// The server is stopping: a session inside message content may finish it; any other
+    /// gets 421 4.3.2 now.
+    pub fn handle_shutdown(&mut self) {
+        self.shutting_down = true;
+        match self.input {
+            Input::Data(_) | Input::Chunk { .. } | Input::AwaitStore => {}
+            Input::Commands => {
+                self.txn = None;
+                self.close_with(replies::shutting_down());
+            }
+            Input::Closed => {}
+        }
+    }
+
+    /// Whether the spool can take new mail; when false, MAIL gets 452 4.3.1.
+    pub fn set_spool_available(&mut self, available: bool) {
+        self.spool_available = available;
+    }
+
+    /// True while message content is being read (the driver uses the data timeout then).
+    pub fn in_content(&self) -> bool {
+        matches!(self.input, Input::Data(_) | Input::Chunk { .. })
+    }
+
+    /// True once the session has closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.input, Input::Closed)
+    }
+
+    /// Splits off one command line. Returns the bytes used and the line without its
+    /// ending (`None` when the line was dropped as too long), or `None` without a full line.
+    fn take_line<'a>(&mut self, rest: &'a [u8]) -> Option<(usize, Option<&'a [u8]>)> {
+        let lf = memchr(b'\n', rest)?;
+        if self.discarding_line || lf + 1 > MAX_COMMAND_LINE {
+            self.discarding_line = false;
+            self.error(replies::line_too_long());
+            return Some((lf + 1, None));
+        }
+        // CRLF ends a command; a bare LF is tolerated here as Postfix does, since a
+        // command line cannot smuggle anything past the DATA scanner.
+        let line = &rest[..lf];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        Some((lf + 1, Some(line)))
+    }
+
+    fn handle_line(&mut self, line: &[u8]) {
+        let command = match Command::parse(line) {
+            Ok(c) => c,
+            Err(e) => return self.error(e.reply()),
+        };
+        match command {
+            Command::Ehlo(domain) => self.hello(domain, true),
+            Command::Helo(domain) => self.hello(domain, false),
+            Command::Mail { path, params } => self.mail(path, params),
+            Command::Rcpt { path, params } => self.rcpt(path, params),
+            Command::Data => self.data(),
+            Command::Bdat { size, last } => self.bdat(size, last),
+            Command::Rset => {
+                self.txn = None;
+                self.reply(replies::ok());
+            }
+            Command::Noop => self.reply(replies::ok()),
+            Command::Quit => self.close_with(replies::bye()),
+            Command::Help => self.reply(replies::help()),
+            Command::Vrfy => self.reply(replies::cannot_vrfy()),
+            // Not offered on this listener (EXPN never; STARTTLS and AUTH need TLS).
+            Command::Expn | Command::StartTls | Command::Auth(_) => {
+                self.error(replies::not_implemented())
+            }
+        }
+    }
+
+    fn hello(&mut self, domain: &[u8], extended: bool) {
+        self.txn = None;
+        let helo = String::from_utf8_lossy(domain).into_owned();
+        let first = format!("{} Hello {}", self.config.hostname, helo);
+        self.helo = Some((helo, extended));
+        if !extended {
+            return self.reply(Reply::plain(250, vec![first.into()]));
+        }
+        let size = format!("SIZE {}", self.config.max_message_size);
+        self.reply(Reply::plain(
+            250,
+            vec![
+                first.into(),
+                "PIPELINING".into(),
+                size.into(),
+                "8BITMIME".into(),
+                "SMTPUTF8".into(),
+                "ENHANCEDSTATUSCODES".into(),
+                "CHUNKING".into(),
+            ],
+        ));
+    }
+
+    fn mail(&mut self, path: &[u8], param_bytes: &[u8]) {
+        let Some((_, extended)) = self.helo else {
+            return self.error(replies::bad_sequence("Send HELO/EHLO first"));
+        };
+        if self.txn.is_some() {
+            return self.error(replies::bad_sequence("Nested MAIL command"));
+        }
+        if !self.spool_available {
+            return self.reply(replies::spool_full());
+        }
+        let mut smtputf8 = false;
+        for p in params(param_bytes) {
+            if !extended {
+                return self.error(replies::bad_parameter("No parameters after HELO"));
+            }
+            match (p.keyword.to_ascii_uppercase().as_slice(), p.value) {
+                (b"SIZE", Some(v)) => match parse_size(v) {
+                    Some(n) if n > self.config.max_message_size as u64 => {
+                        return self.reply(replies::too_big())
+                    }
+                    Some(_) => {}
+                    None => return self.error(replies::syntax("Bad SIZE value")),
+                },
+                (b"BODY", Some(v))
+                    if v.eq_ignore_ascii_case(b"7BIT") || v.eq_ignore_ascii_case(b"8BITMIME") => {}
+                (b"SMTPUTF8", None) => smtputf8 = true,
+                _ => return self.error(replies::bad_parameter("Unsupported MAIL parameter")),
+            }
+        }
+        let sender = if path.is_empty() {
+            None
+        } else {
+            match parse_mailbox(path, smtputf8) {
+                Ok(m) => Some(m),
+                Err(AddressError::Syntax(what)) => {
+                    return self.error(Reply::new(501, Enhanced(5, 1, 7), what))
+                }
+                Err(e) => return self.error(e.reply()),
+            }
+        };
+        self.txn = Some(Transaction {
+            sender,
+            mail_params: String::from_utf8_lossy(param_bytes).into_owned(),
+            smtputf8,
+            recipients: Vec::new(),
+            rcpt_tried: false,
+            bdat: None,
+            body: Vec::new(),
+        });
+        self.reply(replies::sender_ok());
+    }
+
+    fn rcpt(&mut self, path: &[u8], param_bytes: &[u8]) {
+        let Some(txn) = self.txn.as_mut() else {
+            return self.error(replies::bad_sequence("Need MAIL command"));
+        };
+        if txn.bdat.is_some() {
+            return self.error(replies::bad_sequence("RCPT after BDAT"));
+        }
+        txn.rcpt_tried = true;
+        if params(param_bytes).next().is_some() {
+            return self.error(replies::bad_parameter("Unsupported RCPT parameter"));
+        }
+        let mailbox = match parse_mailbox(path, txn.smtputf8) {
+            Ok(m) => m,
+            Err(e) => return self.error(e.reply()),
+        };
+        if !self.may_relay {
+            let domain = mailbox.domain().to_ascii_lowercase();
+            if !self.config.relay_domains.iter().any(|d| *d == domain) {
+                return self.error(replies::relay_denied());
+            }
+        }
+        if txn.recipients.len() >= self.config.max_recipients {
+            // Not the client's error: it should send the rest in another transaction.
+            return self.reply(replies::too_many_recipients());
+        }
+        txn.recipients.push(Recipient {
+            mailbox,
+            params: String::from_utf8_lossy(param_bytes).into_owned(),
+        });
+        self.reply(replies::recipient_ok());
+    }
+
+    fn data(&mut self) {
+        let Some(txn) = self.txn.as_ref() else {
+            return self.error(replies::bad_sequence("Need MAIL command"));
+        };
+        if txn.bdat.is_some() {
+            return self.error(replies::bad_sequence("DATA after BDAT"));
+        }
+        if txn.recipients.is_empty() {
+            return self.error(if txn.rcpt_tried {
+                Reply::new(554, Enhanced(5, 5, 1), "No valid recipients")
+            } else {
+                replies::bad_sequence("Need RCPT command")
+            });
+        }
+        self.input = Input::Data(DataScanner::new(self.config.max_message_size));
+        self.reply(replies::start_data());
+    }
+
+    fn bdat(&mut self, size: u64, last: bool) {
+        let max = self.config.max_message_size;
+        // The chunk's bytes follow the command whatever we answer, so they are always read.
+        let keep = match self.txn.as_mut() {
+            Some(txn) if !txn.recipients.is_empty() => {
+                txn.bdat.get_or_insert_with(|| BdatEncoder::new(max)).admit(size)
+            }
+            _ => false,
+        };
+        self.input = Input::Chunk { remaining: size, last, keep };
+        if size == 0 {
+            self.finish_chunk(last, keep);
+        }
+    }
+
+    fn finish_chunk(&mut self, last: bool, keep: bool) {
+        self.input = Input::Commands;
+        let Some(txn) = self.txn.as_mut() else {
+            return self.error(replies::bad_sequence("Need MAIL command"));
+        };
+        let Some(encoder) = txn.bdat.as_mut() else {
+            let reply = if txn.rcpt_tried {
+                Reply::new(554, Enhanced(5, 5, 1), "No valid recipients")
+            } else {
+                replies::bad_sequence("Need RCPT command")
+            };
+            return self.error(reply);
+        };
+        if !keep {
+            // Over the size limit: the transaction is over (RFC 3030 §3 lets us drop it).
+            self.txn = None;
+            return self.reply(replies::too_big());
+        }
+        if !last {
+            let size = txn.body.len() as u64;
+            return self.reply(replies::chunk_ok(size));
+        }
+        let faults = encoder.finish(&mut txn.body);
+        match faults.reply() {
+            Some(reply) => {
+                self.txn = None;
+                self.reply(reply);
+            }
+            None => self.emit_message(),
+        }
+    }
+
+    fn finish_data(&mut self) {
+        let Input::Data(scanner) = &self.input else {
+            unreachable!("finish_data outside DATA");
+        };
+        match scanner.faults().reply() {
+            Some(reply) => {
+                self.input = Input::Commands;
+                self.txn = None;
+                self.reply(reply);
+                if self.shutting_down {
+                    self.close_with(replies::shutting_down());
+                }
+            }
+            None => self.emit_message(),
+        }
+    }
+
+    fn emit_message(&mut self) {
+        let txn = self.txn.take().expect("message without transaction");
+        let (helo, extended) = self.helo.clone().unwrap_or_default();
+        let protocol = match (extended, txn.smtputf8) {
+            (_, true) => "UTF8SMTP",
+            (true, false) => "ESMTP",
+            (false, false) => "SMTP",
+        };
+        let envelope = Envelope {
+            peer: self.peer,
+            helo,
+            protocol,
+            sender: txn.sender,
+            mail_params: txn.mail_params,
+            recipients: txn.recipients,
+            smtputf8: txn.smtputf8,
+        };
+        self.input = Input::AwaitStore;
+        self.events.push_back(Event::Message(Box::new(envelope), txn.body));
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        reply.write_to(&mut self.output);
+    }
+
+    /// A reply to a client mistake; too many of them end the session.
+    fn error(&mut self, reply: Reply) {
+        self.reply(reply);
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            self.txn = None;
+            self.close_with(replies::too_many_errors());
+        }
+    }
+
+    fn close_with(&mut self, reply: Reply) {
+        if matches!(self.input, Input::Closed) {
+            return;
+        }
+        self.reply(reply);
+        self.input = Input::Closed;
+        self.events.push_back(Event::Close);
+    }
+}
+
+fn parse_size(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}

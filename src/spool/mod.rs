@@ -1,0 +1,12 @@
+//! The spool: per-shard append-only segment files. A 250 after DATA means the message's
+//! record is in a segment and (under `fsync = "always"`) synced.
+//!
+//! - `record`: the on-disk vocabulary and framing.
+//! - `commit`: the shard's writer and its group commit.
+//! - `recover`: listing, scanning and repairing segments.
+//! - `inspect`: the offline view behind `pigeon queue`.
+
+pub mod commit;
+pub mod inspect;
+pub mod record;
+pub mod recover;
