@@ -45,7 +45,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
 }
 
 /// The whole configuration.
@@ -200,7 +203,10 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> RelayConfig {
         RelayConfig {
-            networks: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
+            networks: vec![
+                "127.0.0.0/8".parse().expect("valid"),
+                "::1/128".parse().expect("valid"),
+            ],
             domains: Vec::new(),
         }
     }
@@ -228,7 +234,11 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> LimitsConfig {
-        LimitsConfig { max_message_size: ByteSize(50 << 20), max_recipients: 1000, max_errors: 20 }
+        LimitsConfig {
+            max_message_size: ByteSize(50 << 20),
+            max_recipients: 1000,
+            max_errors: 20,
+        }
     }
 }
 
@@ -283,7 +293,10 @@ impl Default for DeliveryConfig {
     fn default() -> DeliveryConfig {
         DeliveryConfig {
             port: 25,
-            retry: [5, 10, 20, 40, 60].iter().map(|m| Duration::from_secs(m * 60)).collect(),
+            retry: [5, 10, 20, 40, 60]
+                .iter()
+                .map(|m| Duration::from_secs(m * 60))
+                .collect(),
             max_age: Duration::from_secs(5 * 86_400),
         }
     }
@@ -299,7 +312,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> LogConfig {
-        LogConfig { delivery: PathBuf::from("./pigeon-delivery.log") }
+        LogConfig {
+            delivery: PathBuf::from("./pigeon-delivery.log"),
+        }
     }
 }
 
@@ -336,15 +351,19 @@ pub struct DkimConfig {
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::parse(&text, path)
     }
 
     /// Parses and validates TOML text; `path` is only for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text)
-            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -372,10 +391,11 @@ impl Config {
                 tls: TlsMode::None,
             });
         }
-        if self.hostname.is_empty()
-            || !crate::smtp::address::is_domain(self.hostname.as_bytes())
-        {
-            return Err(invalid("hostname", format!("{:?} is not a domain name", self.hostname)));
+        if self.hostname.is_empty() || !crate::smtp::address::is_domain(self.hostname.as_bytes()) {
+            return Err(invalid(
+                "hostname",
+                format!("{:?} is not a domain name", self.hostname),
+            ));
         }
         if self.shards > 256 {
             return Err(invalid("shards", "at most 256"));
@@ -407,7 +427,10 @@ impl Config {
         for (i, d) in self.relay.domains.iter_mut().enumerate() {
             *d = d.to_ascii_lowercase();
             if !crate::smtp::address::is_domain(d.as_bytes()) {
-                return Err(invalid(format!("relay.domains[{i}]"), format!("{d:?} is not a domain")));
+                return Err(invalid(
+                    format!("relay.domains[{i}]"),
+                    format!("{d:?} is not a domain"),
+                ));
             }
         }
         if self.delivery.retry.is_empty() {
@@ -417,17 +440,26 @@ impl Config {
             // Refuse what this build cannot do rather than run a listener that silently
             // lacks it (a submission port without AUTH, a TLS port in plain text).
             if l.tls != TlsMode::None {
-                return Err(invalid(format!("listener[{i}].tls"), "TLS is not supported by this build yet"));
+                return Err(invalid(
+                    format!("listener[{i}].tls"),
+                    "TLS is not supported by this build yet",
+                ));
             }
             if l.mode == ListenerMode::Submission {
-                return Err(invalid(format!("listener[{i}].mode"), "submission (AUTH) is not supported by this build yet"));
+                return Err(invalid(
+                    format!("listener[{i}].mode"),
+                    "submission (AUTH) is not supported by this build yet",
+                ));
             }
         }
         if self.auth.is_some() {
             return Err(invalid("auth", "AUTH is not supported by this build yet"));
         }
         if !self.dkim.is_empty() {
-            return Err(invalid("dkim", "DKIM signing is not supported by this build yet"));
+            return Err(invalid(
+                "dkim",
+                "DKIM signing is not supported by this build yet",
+            ));
         }
         Ok(())
     }
@@ -468,8 +500,8 @@ fn parse_size(s: &str) -> Option<u64> {
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KB" | "kB" => 1000,
-        "MB" => 1000_000,
-        "GB" => 1000_000_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
@@ -531,11 +563,17 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = parse("[spool]\nfsync = \"sometimes\"\n").unwrap_err().to_string();
+        let e = parse("[spool]\nfsync = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fsync") && e.contains("sometimes"), "{e}");
-        let e = parse("[limits]\nmax_recipients = 0\n").unwrap_err().to_string();
+        let e = parse("[limits]\nmax_recipients = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("limits.max_recipients:"), "{e}");
-        let e = parse("[limits]\nmax_message_size = \"lots\"\n").unwrap_err().to_string();
+        let e = parse("[limits]\nmax_message_size = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_message_size"), "{e}");
         let e = parse("bogus = 1\n").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");

@@ -18,7 +18,11 @@ use pigeon::spool::recover::repair;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "pigeon", version, about = "A high-performance mail transfer agent")]
+#[command(
+    name = "pigeon",
+    version,
+    about = "A high-performance mail transfer agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,10 +83,12 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => Config::load(&file)
             .map(|_| println!("{}: ok", file.display()))
             .map_err(|e| e.to_string()),
-        Command::Queue { command: QueueCommand::List { spool } } => queue_list(&spool),
-        Command::Queue { command: QueueCommand::Show { id, spool, body } } => {
-            queue_show(&spool, &id, body)
-        }
+        Command::Queue {
+            command: QueueCommand::List { spool },
+        } => queue_list(&spool),
+        Command::Queue {
+            command: QueueCommand::Show { id, spool, body },
+        } => queue_show(&spool, &id, body),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,8 +122,14 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
     let mut handles = Vec::with_capacity(shards);
     for id in 0..shards {
         let first_seq = repaired.next_seq.get(id).copied().unwrap_or(0);
-        let handle = shard::spawn(id as u8, config.clone(), first_seq, flag.clone(), ready_tx.clone())
-            .map_err(|e| format!("starting shard {id}: {e}"))?;
+        let handle = shard::spawn(
+            id as u8,
+            config.clone(),
+            first_seq,
+            flag.clone(),
+            ready_tx.clone(),
+        )
+        .map_err(|e| format!("starting shard {id}: {e}"))?;
         handles.push(handle);
     }
     drop(ready_tx);
@@ -149,12 +161,24 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
 
 fn queue_list(spool: &Path) -> Result<(), String> {
     let messages = queued_messages(spool).map_err(|e| format!("{}: {e}", spool.display()))?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let mut recipients = 0;
-    println!("{:<20} {:>10} {:>5}  SENDER / RECIPIENTS", "ID", "SIZE", "AGE");
+    println!(
+        "{:<20} {:>10} {:>5}  SENDER / RECIPIENTS",
+        "ID", "SIZE", "AGE"
+    );
     for m in &messages {
         let age = now.saturating_sub(m.received_micros / 1_000_000);
-        println!("{:<20} {:>10} {:>5}  <{}>", m.id, m.size, short_age(age), m.sender);
+        println!(
+            "{:<20} {:>10} {:>5}  <{}>",
+            m.id,
+            m.size,
+            short_age(age),
+            m.sender
+        );
         for (rcpt, state) in &m.recipients {
             println!("{:<38}  {:<8} <{}>", "", state.as_str(), rcpt);
         }
@@ -165,23 +189,34 @@ fn queue_list(spool: &Path) -> Result<(), String> {
 }
 
 fn queue_show(spool: &Path, id: &str, body_only: bool) -> Result<(), String> {
-    let parsed: MessageId = id.parse().map_err(|_| format!("{id:?} is not a queue id"))?;
+    let parsed: MessageId = id
+        .parse()
+        .map_err(|_| format!("{id:?} is not a queue id"))?;
     let err = |e: std::io::Error| format!("{}: {e}", spool.display());
     if body_only {
         let content = message_content(spool, parsed).map_err(err)?;
         let content = content.ok_or_else(|| format!("{id}: not in the queue"))?;
         use std::io::Write;
-        return std::io::stdout().write_all(&content).map_err(|e| e.to_string());
+        return std::io::stdout()
+            .write_all(&content)
+            .map_err(|e| e.to_string());
     }
     let messages = queued_messages(spool).map_err(err)?;
     let m = messages
         .iter()
         .find(|m| m.id == parsed)
         .ok_or_else(|| format!("{id}: not in the queue"))?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let received = m.received_micros / 1_000_000;
     println!("id: {}", m.id);
-    println!("received: {} ({} ago)", received, short_age(now.saturating_sub(received)));
+    println!(
+        "received: {} ({} ago)",
+        received,
+        short_age(now.saturating_sub(received))
+    );
     println!("size: {}", m.size);
     println!("client: {} ({})", m.peer, m.helo);
     println!("sender: <{}>", m.sender);

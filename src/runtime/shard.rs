@@ -123,7 +123,11 @@ async fn serve(
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     if ctx.sessions.get() > 0 {
-        tracing::warn!(shard = id, sessions = ctx.sessions.get(), "sessions still open at stop");
+        tracing::warn!(
+            shard = id,
+            sessions = ctx.sessions.get(),
+            "sessions still open at stop"
+        );
     }
     // The committer ends once every handle on the spool is gone and its last batch is
     // durable; sessions still holding one were cut off above and will not be answered.

@@ -71,16 +71,21 @@ impl ShardStop {
 pub fn spawn_signal_thread(flag: StopFlag) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        for signal in signals.forever() {
-            if signal == SIGHUP {
-                tracing::info!("SIGHUP: nothing to reload in this build");
-                continue;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    tracing::info!("SIGHUP: nothing to reload in this build");
+                    continue;
+                }
+                tracing::info!(
+                    signal,
+                    "stopping: no new sessions; sessions in DATA may finish"
+                );
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+                flag.raise();
             }
-            tracing::info!(signal, "stopping: no new sessions; sessions in DATA may finish");
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-            flag.raise();
-        }
-    })?;
+        })?;
     Ok(())
 }

@@ -37,11 +37,15 @@ impl Faults {
         if self.too_big {
             Some(replies::too_big())
         } else if self.bare_newline {
-            Some(replies::bad_content("Bare CR or LF in message; lines must end with CRLF"))
+            Some(replies::bad_content(
+                "Bare CR or LF in message; lines must end with CRLF",
+            ))
         } else if self.nul {
             Some(replies::bad_content("NUL byte in message"))
         } else if self.long_line {
-            Some(replies::bad_content("Line longer than 998 octets in message"))
+            Some(replies::bad_content(
+                "Line longer than 998 octets in message",
+            ))
         } else {
             None
         }
@@ -243,14 +247,26 @@ impl BdatEncoder {
                 Some(j) => (&input[..=j], true),
                 None => (input, false),
             };
-            let text_len = if ends_line { segment.len() - 1 } else { segment.len() };
-            let after_cr = if segment.len() > 1 { segment[segment.len() - 2] == b'\r' } else { self.pending_cr };
+            let text_len = if ends_line {
+                segment.len() - 1
+            } else {
+                segment.len()
+            };
+            let after_cr = if segment.len() > 1 {
+                segment[segment.len() - 2] == b'\r'
+            } else {
+                self.pending_cr
+            };
             if ends_line && !after_cr {
                 self.faults.bare_newline = true;
             }
             // Every CR must be followed by LF: the only allowed one is just before the LF
             // (or, without an LF yet, the last byte, which the next chunk must follow).
-            let allowed_cr = if ends_line { segment.len().checked_sub(2) } else { segment.len().checked_sub(1) };
+            let allowed_cr = if ends_line {
+                segment.len().checked_sub(2)
+            } else {
+                segment.len().checked_sub(1)
+            };
             if memchr_iter(b'\r', segment).any(|k| Some(k) != allowed_cr) {
                 self.faults.bare_newline = true;
             }
@@ -289,7 +305,11 @@ pub fn unstuff(wire: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(wire.len());
     let mut at_line_start = true;
     for line in wire.split_inclusive(|&b| b == b'\n') {
-        let line = if at_line_start && line.first() == Some(&b'.') { &line[1..] } else { line };
+        let line = if at_line_start && line.first() == Some(&b'.') {
+            &line[1..]
+        } else {
+            line
+        };
         out.extend_from_slice(line);
         at_line_start = line.ends_with(b"\n");
     }
@@ -325,12 +345,22 @@ mod tests {
     #[test]
     fn smuggling_sequences_never_end_data() {
         for seq in [
-            &b"a\n.\nMAIL"[..], b"a\r.\rMAIL", b"a\n.\r\nMAIL", b"a\r\n.\nMAIL", b"a\r.\r\nMAIL",
-            b"a\r\n.\rMAIL", b"a\r\n.\r\r\nMAIL", b"a\n\r.\r\nMAIL",
+            &b"a\n.\nMAIL"[..],
+            b"a\r.\rMAIL",
+            b"a\n.\r\nMAIL",
+            b"a\r\n.\nMAIL",
+            b"a\r.\r\nMAIL",
+            b"a\r\n.\rMAIL",
+            b"a\r\n.\r\r\nMAIL",
+            b"a\n\r.\r\nMAIL",
         ] {
             let (_, done, _, faults) = scan_all(seq);
             assert!(!done, "{:?} ended DATA", String::from_utf8_lossy(seq));
-            assert!(faults.bare_newline, "{:?} not flagged", String::from_utf8_lossy(seq));
+            assert!(
+                faults.bare_newline,
+                "{:?} not flagged",
+                String::from_utf8_lossy(seq)
+            );
         }
     }
 

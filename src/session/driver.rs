@@ -83,7 +83,11 @@ pub async fn run(mut stream: TcpStream, ctx: &ShardContext) {
             }
         }
         let in_content = session.in_content();
-        let mut timeout = if in_content { ctx.timeouts.data } else { ctx.timeouts.command };
+        let mut timeout = if in_content {
+            ctx.timeouts.data
+        } else {
+            ctx.timeouts.command
+        };
         if let Some(deadline) = ctx.stop_deadline.get() {
             timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
         }
@@ -122,8 +126,15 @@ async fn store(
     body: Vec<u8>,
 ) -> Result<MessageId, SpoolError> {
     let id = ctx.spool.next_id();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let received = received_header(envelope, &ctx.session.hostname, &id.to_string(), now.as_secs());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let received = received_header(
+        envelope,
+        &ctx.session.hostname,
+        &id.to_string(),
+        now.as_secs(),
+    );
     let head = encode_message(id, now.as_micros() as u64, envelope, &[&received, &body]);
     let size = received.len() + body.len();
     ctx.spool.append(vec![head, received, body]).await?;

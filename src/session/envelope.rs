@@ -103,7 +103,10 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(1_795_899_865), "Sat, 28 Nov 2026 21:04:25 +0000");
+        assert_eq!(
+            rfc5322_date(1_795_899_865),
+            "Sat, 28 Nov 2026 21:04:25 +0000"
+        );
         assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
 

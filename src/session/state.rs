@@ -62,7 +62,11 @@ enum Input {
     Commands,
     Data(DataScanner),
     /// The bytes of a BDAT chunk; `keep` is false when they are read only to be dropped.
-    Chunk { remaining: u64, last: bool, keep: bool },
+    Chunk {
+        remaining: u64,
+        last: bool,
+        keep: bool,
+    },
     /// A message is being stored; input waits.
     AwaitStore,
     Closed,
@@ -152,7 +156,11 @@ impl Session {
                         self.finish_data();
                     }
                 }
-                Input::Chunk { remaining, last, keep } => {
+                Input::Chunk {
+                    remaining,
+                    last,
+                    keep,
+                } => {
                     let take = (*remaining).min(rest.len() as u64) as usize;
                     *remaining -= take as u64;
                     let (done, last, keep) = (*remaining == 0, *last, *keep);
@@ -377,7 +385,7 @@ impl Session {
         };
         if !self.may_relay {
             let domain = mailbox.domain().to_ascii_lowercase();
-            if !self.config.relay_domains.iter().any(|d| *d == domain) {
+            if !self.config.relay_domains.contains(&domain) {
                 return self.error(replies::relay_denied());
             }
         }
@@ -414,12 +422,17 @@ impl Session {
         let max = self.config.max_message_size;
         // The chunk's bytes follow the command whatever we answer, so they are always read.
         let keep = match self.txn.as_mut() {
-            Some(txn) if !txn.recipients.is_empty() => {
-                txn.bdat.get_or_insert_with(|| BdatEncoder::new(max)).admit(size)
-            }
+            Some(txn) if !txn.recipients.is_empty() => txn
+                .bdat
+                .get_or_insert_with(|| BdatEncoder::new(max))
+                .admit(size),
             _ => false,
         };
-        self.input = Input::Chunk { remaining: size, last, keep };
+        self.input = Input::Chunk {
+            remaining: size,
+            last,
+            keep,
+        };
         if size == 0 {
             self.finish_chunk(last, keep);
         }
@@ -492,7 +505,8 @@ impl Session {
             smtputf8: txn.smtputf8,
         };
         self.input = Input::AwaitStore;
-        self.events.push_back(Event::Message(Box::new(envelope), txn.body));
+        self.events
+            .push_back(Event::Message(Box::new(envelope), txn.body));
     }
 
     fn reply(&mut self, reply: Reply) {

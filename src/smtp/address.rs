@@ -126,7 +126,9 @@ fn local_part_end(s: &[u8]) -> Result<usize, AddressError> {
     let end = s.iter().rposition(|&b| b == b'@').unwrap_or(s.len());
     let local = &s[..end];
     if local.is_empty()
-        || local.split(|&b| b == b'.').any(|atom| atom.is_empty() || !atom.iter().all(|&b| is_atext(b)))
+        || local
+            .split(|&b| b == b'.')
+            .any(|atom| atom.is_empty() || !atom.iter().all(|&b| is_atext(b)))
     {
         return Err(AddressError::Syntax("bad local part"));
     }
@@ -145,7 +147,9 @@ pub fn is_domain(d: &[u8]) -> bool {
         && d.split(|&b| b == b'.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b >= 0x80)
+                && label
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b >= 0x80)
                 && label[0] != b'-'
                 && label[label.len() - 1] != b'-'
         })
@@ -182,17 +186,32 @@ mod tests {
 
     #[test]
     fn source_route_is_dropped() {
-        assert_eq!(ok("@a.example,@b.example:user@c.example").as_str(), "user@c.example");
+        assert_eq!(
+            ok("@a.example,@b.example:user@c.example").as_str(),
+            "user@c.example"
+        );
     }
 
     #[test]
     fn rejects() {
         for bad in [
-            "user", "@example.com", "user@", "user@@example.com", "user@example.com.",
-            "a..b@example.com", ".a@example.com", "user@-x.example", "user@ex ample.com",
-            "a@b@c.example", "user@[1.2.3]", "\"unterminated@example.com",
+            "user",
+            "@example.com",
+            "user@",
+            "user@@example.com",
+            "user@example.com.",
+            "a..b@example.com",
+            ".a@example.com",
+            "user@-x.example",
+            "user@ex ample.com",
+            "a@b@c.example",
+            "user@[1.2.3]",
+            "\"unterminated@example.com",
         ] {
-            assert!(parse_mailbox(bad.as_bytes(), false).is_err(), "{bad} should be rejected");
+            assert!(
+                parse_mailbox(bad.as_bytes(), false).is_err(),
+                "{bad} should be rejected"
+            );
         }
     }
 

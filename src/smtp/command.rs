@@ -243,7 +243,10 @@ mod tests {
 
     #[test]
     fn verbs_are_case_insensitive() {
-        assert_eq!(Command::parse(b"ehlo client.example"), Ok(Command::Ehlo(b"client.example")));
+        assert_eq!(
+            Command::parse(b"ehlo client.example"),
+            Ok(Command::Ehlo(b"client.example"))
+        );
         assert_eq!(Command::parse(b"QuIt"), Ok(Command::Quit));
     }
 
@@ -251,11 +254,17 @@ mod tests {
     fn mail_splits_path_and_params() {
         assert_eq!(
             Command::parse(b"MAIL FROM:<a@b.example> SIZE=10 BODY=8BITMIME"),
-            Ok(Command::Mail { path: b"a@b.example", params: b"SIZE=10 BODY=8BITMIME" })
+            Ok(Command::Mail {
+                path: b"a@b.example",
+                params: b"SIZE=10 BODY=8BITMIME"
+            })
         );
         assert_eq!(
             Command::parse(b"MAIL FROM:<>"),
-            Ok(Command::Mail { path: b"", params: b"" })
+            Ok(Command::Mail {
+                path: b"",
+                params: b""
+            })
         );
     }
 
@@ -263,34 +272,76 @@ mod tests {
     fn quoted_angle_bracket_does_not_end_path() {
         assert_eq!(
             Command::parse(b"RCPT TO:<\"a>b\"@c.example>"),
-            Ok(Command::Rcpt { path: b"\"a>b\"@c.example", params: b"" })
+            Ok(Command::Rcpt {
+                path: b"\"a>b\"@c.example",
+                params: b""
+            })
         );
     }
 
     #[test]
     fn bad_forms() {
-        assert_eq!(Command::parse(b"MAIL FROM:a@b"), Err(CommandError::Address("address must be in angle brackets")));
-        assert_eq!(Command::parse(b"RCPT TO:<>"), Err(CommandError::Address("empty recipient")));
-        assert_eq!(Command::parse(b"EHLO"), Err(CommandError::Syntax("hostname required")));
-        assert_eq!(Command::parse(b"DATA x"), Err(CommandError::Syntax("this command takes no argument")));
+        assert_eq!(
+            Command::parse(b"MAIL FROM:a@b"),
+            Err(CommandError::Address("address must be in angle brackets"))
+        );
+        assert_eq!(
+            Command::parse(b"RCPT TO:<>"),
+            Err(CommandError::Address("empty recipient"))
+        );
+        assert_eq!(
+            Command::parse(b"EHLO"),
+            Err(CommandError::Syntax("hostname required"))
+        );
+        assert_eq!(
+            Command::parse(b"DATA x"),
+            Err(CommandError::Syntax("this command takes no argument"))
+        );
         assert_eq!(Command::parse(b"FOO"), Err(CommandError::Unknown));
         assert_eq!(Command::parse(b"NO\0OP"), Err(CommandError::Nul));
-        assert!(matches!(Command::parse(b"BDAT -1"), Err(CommandError::Syntax(_))));
-        assert!(matches!(Command::parse(b"BDAT 99999999999999999999"), Err(CommandError::Syntax(_))));
+        assert!(matches!(
+            Command::parse(b"BDAT -1"),
+            Err(CommandError::Syntax(_))
+        ));
+        assert!(matches!(
+            Command::parse(b"BDAT 99999999999999999999"),
+            Err(CommandError::Syntax(_))
+        ));
     }
 
     #[test]
     fn bdat_last() {
-        assert_eq!(Command::parse(b"BDAT 10 LAST"), Ok(Command::Bdat { size: 10, last: true }));
-        assert_eq!(Command::parse(b"bdat 0"), Ok(Command::Bdat { size: 0, last: false }));
+        assert_eq!(
+            Command::parse(b"BDAT 10 LAST"),
+            Ok(Command::Bdat {
+                size: 10,
+                last: true
+            })
+        );
+        assert_eq!(
+            Command::parse(b"bdat 0"),
+            Ok(Command::Bdat {
+                size: 0,
+                last: false
+            })
+        );
     }
 
     #[test]
     fn params_split_keyword_and_value() {
         let p: Vec<_> = params(b"SIZE=5  SMTPUTF8").collect();
-        assert_eq!(p, vec![
-            Param { keyword: b"SIZE", value: Some(b"5") },
-            Param { keyword: b"SMTPUTF8", value: None },
-        ]);
+        assert_eq!(
+            p,
+            vec![
+                Param {
+                    keyword: b"SIZE",
+                    value: Some(b"5")
+                },
+                Param {
+                    keyword: b"SMTPUTF8",
+                    value: None
+                },
+            ]
+        );
     }
 }

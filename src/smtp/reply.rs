@@ -204,15 +204,27 @@ pub mod replies {
     }
     /// 421 4.4.2: a read timed out.
     pub fn timeout() -> Reply {
-        Reply::new(421, Enhanced(4, 4, 2), "Timeout exceeded, closing connection")
+        Reply::new(
+            421,
+            Enhanced(4, 4, 2),
+            "Timeout exceeded, closing connection",
+        )
     }
     /// 421 4.7.0: too many errors in one session.
     pub fn too_many_errors() -> Reply {
-        Reply::new(421, Enhanced(4, 7, 0), "Too many errors, closing connection")
+        Reply::new(
+            421,
+            Enhanced(4, 7, 0),
+            "Too many errors, closing connection",
+        )
     }
     /// 421 4.3.2: the server is shutting down.
     pub fn shutting_down() -> Reply {
-        Reply::new(421, Enhanced(4, 3, 2), "Service shutting down, closing connection")
+        Reply::new(
+            421,
+            Enhanced(4, 3, 2),
+            "Service shutting down, closing connection",
+        )
     }
 }
 

@@ -101,7 +101,12 @@ impl ShardSpool {
             has_space: Cell::new(free_space(&options.path)? >= options.min_free_space),
             queue: tx,
         });
-        let committer = Committer { shard, options, next_seq: first_seq, active: None };
+        let committer = Committer {
+            shard,
+            options,
+            next_seq: first_seq,
+            active: None,
+        };
         let watch = watch_free_space(Rc::downgrade(&spool), committer.options.clone());
         let task = async move {
             let watcher = glommio::spawn_local(watch).detach();
@@ -171,7 +176,10 @@ impl Committer {
     }
 
     async fn write_batch(&mut self, batch: &mut [Append]) -> Vec<Location> {
-        let needs_new = self.active.as_ref().is_none_or(|a| a.len >= self.options.segment_size);
+        let needs_new = self
+            .active
+            .as_ref()
+            .is_none_or(|a| a.len >= self.options.segment_size);
         if needs_new {
             self.open_segment().await;
         }
@@ -180,7 +188,10 @@ impl Committer {
         let mut buf = Vec::new();
         let mut pos = active.len;
         for append in batch.iter_mut() {
-            locations.push(Location { segment: active.seq, offset: pos + buf.len() as u64 });
+            locations.push(Location {
+                segment: active.seq,
+                offset: pos + buf.len() as u64,
+            });
             for part in std::mem::take(&mut append.parts) {
                 if part.len() < COALESCE_LIMIT {
                     buf.extend_from_slice(&part);
@@ -240,7 +251,10 @@ async fn write_all_at(file: &BufferedFile, buf: Vec<u8>, pos: u64) -> u64 {
         Ok(n) if n == len => len as u64,
         // A short write on a regular file means the disk is full: treated like any write
         // error, because the record now has a hole that a later append would not fill.
-        Ok(n) => fatal("writing segment", format!("short write: {n} of {len} octets")),
+        Ok(n) => fatal(
+            "writing segment",
+            format!("short write: {n} of {len} octets"),
+        ),
         Err(e) => fatal("writing segment", e),
     }
 }
@@ -275,8 +289,12 @@ async fn watch_free_space(spool: Weak<ShardSpool>, options: SpoolOptions) {
             Ok(free) => {
                 let ok = free >= options.min_free_space;
                 if ok != spool.has_space.get() {
-                    tracing::warn!(free, floor = options.min_free_space, accepting = ok,
-                        "spool free space crossed the floor");
+                    tracing::warn!(
+                        free,
+                        floor = options.min_free_space,
+                        accepting = ok,
+                        "spool free space crossed the floor"
+                    );
                 }
                 spool.has_space.set(ok);
             }

@@ -101,7 +101,12 @@ pub fn encode_message(
     put_str(&mut p, env.peer.to_string().as_bytes());
     put_str(&mut p, env.helo.as_bytes());
     put_str(&mut p, env.protocol.as_bytes());
-    put_str(&mut p, env.sender.as_ref().map_or(&b""[..], |s| s.as_str().as_bytes()));
+    put_str(
+        &mut p,
+        env.sender
+            .as_ref()
+            .map_or(&b""[..], |s| s.as_str().as_bytes()),
+    );
     put_str(&mut p, env.mail_params.as_bytes());
     p.extend_from_slice(&(env.recipients.len() as u32).to_le_bytes());
     for r in &env.recipients {
@@ -110,9 +115,9 @@ pub fn encode_message(
     }
     let content_len: usize = content.iter().map(|c| c.len()).sum();
     let len = (p.len() - 8 + content_len) as u32;
-    let crc = content
-        .iter()
-        .fold(crc32c::crc32c(&p[8..]), |crc, c| crc32c::crc32c_append(crc, c));
+    let crc = content.iter().fold(crc32c::crc32c(&p[8..]), |crc, c| {
+        crc32c::crc32c_append(crc, c)
+    });
     p[..4].copy_from_slice(&len.to_le_bytes());
     p[4..8].copy_from_slice(&crc.to_le_bytes());
     p
@@ -204,7 +209,9 @@ pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), FrameError> {
 
 fn decode_message(p: &[u8]) -> Result<MessageRecord<'_>, FrameError> {
     let mut r = Reader(p);
-    let id = MessageId(u128::from_le_bytes(r.take(16)?.try_into().expect("16 bytes")));
+    let id = MessageId(u128::from_le_bytes(
+        r.take(16)?.try_into().expect("16 bytes"),
+    ));
     let received_micros = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
     let smtputf8 = r.take(1)?[0] != 0;
     let peer = r.str()?;
@@ -284,7 +291,10 @@ pub(crate) mod tests {
         let Record::Message(m) = rec;
         assert_eq!(m.id, id);
         assert_eq!(m.sender, "s@a.example");
-        assert_eq!(m.recipients, vec![("r1@b.example", ""), ("r2@c.example", "")]);
+        assert_eq!(
+            m.recipients,
+            vec![("r1@b.example", ""), ("r2@c.example", "")]
+        );
         assert_eq!(m.content, b"Received: x\r\nbody\r\n");
     }
 
@@ -294,7 +304,10 @@ pub(crate) mod tests {
         let mut bytes = encode_message(id, 7, &envelope(), &[b"hello\r\n"]);
         bytes.extend_from_slice(b"hello\r\n");
         for cut in 0..bytes.len() {
-            assert!(matches!(decode(&bytes[..cut]), Err(FrameError::Torn { .. })), "cut {cut}");
+            assert!(
+                matches!(decode(&bytes[..cut]), Err(FrameError::Torn { .. })),
+                "cut {cut}"
+            );
         }
         for i in 4..bytes.len() {
             let mut b = bytes.clone();

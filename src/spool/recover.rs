@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::spool::record::{
-    decode, FrameError, Record, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
-};
+use crate::spool::record::{decode, FrameError, Record, SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
 
 /// One segment file found in the spool.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +45,9 @@ pub fn list_segments(spool: &Path) -> io::Result<Vec<SegmentFile>> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(shard) = name.to_str().and_then(|n| n.strip_prefix("shard-")?.parse::<u8>().ok())
+        let Some(shard) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("shard-")?.parse::<u8>().ok())
         else {
             continue;
         };
@@ -60,7 +60,11 @@ pub fn list_segments(spool: &Path) -> io::Result<Vec<SegmentFile>> {
             else {
                 continue;
             };
-            out.push(SegmentFile { shard, seq, path: seg.path() });
+            out.push(SegmentFile {
+                shard,
+                seq,
+                path: seg.path(),
+            });
         }
     }
     out.sort_by_key(|s| (s.shard, s.seq));
@@ -107,7 +111,11 @@ pub struct Scan<'a> {
 pub fn scan(bytes: &[u8]) -> Scan<'_> {
     if bytes.len() < SEGMENT_HEADER_LEN || &bytes[..8] != SEGMENT_MAGIC {
         let stopped = (!bytes.is_empty()).then_some(FrameError::Corrupt("bad segment header"));
-        return Scan { records: Vec::new(), valid_len: 0, stopped };
+        return Scan {
+            records: Vec::new(),
+            valid_len: 0,
+            stopped,
+        };
     }
     let mut records = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
@@ -124,7 +132,11 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
             }
         }
     }
-    Scan { records, valid_len: pos as u64, stopped }
+    Scan {
+        records,
+        valid_len: pos as u64,
+        stopped,
+    }
 }
 
 /// What start-up recovery did to the spool.
@@ -148,7 +160,9 @@ pub fn repair(spool: &Path) -> io::Result<Repair> {
     let segments = list_segments(spool)?;
     let mut out = Repair::default();
     for (i, seg) in segments.iter().enumerate() {
-        let is_last = segments.get(i + 1).is_none_or(|next| next.shard != seg.shard);
+        let is_last = segments
+            .get(i + 1)
+            .is_none_or(|next| next.shard != seg.shard);
         let next = &mut out.next_seq;
         if next.len() <= seg.shard as usize {
             next.resize(seg.shard as usize + 1, 0);
@@ -194,7 +208,12 @@ mod tests {
         let mut ends = Vec::new();
         for i in 0..n {
             let body = format!("message {i}\r\n");
-            bytes.extend(encode_message(MessageId::new(i as u64, 0, 0), 0, &env, &[body.as_bytes()]));
+            bytes.extend(encode_message(
+                MessageId::new(i as u64, 0, 0),
+                0,
+                &env,
+                &[body.as_bytes()],
+            ));
             bytes.extend_from_slice(body.as_bytes());
             ends.push(bytes.len() as u64);
         }
@@ -224,12 +243,21 @@ mod tests {
         let r = repair(dir.path()).unwrap();
         assert_eq!(r.messages, 5);
         assert_eq!(r.removed, vec![segment_path(dir.path(), 0, 3)]);
-        assert!(r.truncated.is_empty(), "only the last segment of a shard is cut");
+        assert!(
+            r.truncated.is_empty(),
+            "only the last segment of a shard is cut"
+        );
         assert_eq!(r.next_seq, vec![4]);
 
         fs::remove_file(segment_path(dir.path(), 0, 1)).unwrap();
         let r = repair(dir.path()).unwrap();
-        assert_eq!(r.truncated, vec![(segment_path(dir.path(), 0, 2), ends[2] - 5, ends[1])]);
-        assert_eq!(fs::metadata(segment_path(dir.path(), 0, 2)).unwrap().len(), ends[1]);
+        assert_eq!(
+            r.truncated,
+            vec![(segment_path(dir.path(), 0, 2), ends[2] - 5, ends[1])]
+        );
+        assert_eq!(
+            fs::metadata(segment_path(dir.path(), 0, 2)).unwrap().len(),
+            ends[1]
+        );
     }
 }

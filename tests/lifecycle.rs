@@ -1,0 +1,104 @@
+//! A session's life at the edges: timeouts, clients that vanish, a full disk, and the
+//! graceful stop on SIGTERM.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{queued_id, Client, Pigeon};
+
+#[test]
+fn sigterm_lets_data_finish_and_closes_idle_sessions_with_421() {
+    let mut pigeon = Pigeon::start("127.0.0.21", "", "");
+    let mut idle = Client::greeted(pigeon.addr);
+    assert_eq!(idle.cmd("EHLO idle").code, 250);
+    let mut mid_data = Client::greeted(pigeon.addr);
+    assert_eq!(mid_data.cmd("EHLO busy").code, 250);
+    assert_eq!(mid_data.cmd("MAIL FROM:<a@x.test>").code, 250);
+    assert_eq!(mid_data.cmd("RCPT TO:<b@y.test>").code, 250);
+    assert_eq!(mid_data.cmd("DATA").code, 354);
+    mid_data.send(b"Subject: in flight\r\n\r\nfirst half\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+
+    pigeon.sigterm();
+    let r = idle.reply();
+    assert_eq!((r.code, &r.text[..5]), (421, "4.3.2"), "{r:?}");
+    assert!(idle.is_closed());
+
+    // The session inside DATA may finish its message, then is told to go.
+    std::thread::sleep(Duration::from_millis(300));
+    mid_data.send(b"second half\r\n.\r\n");
+    let id = queued_id(&mid_data.reply());
+    let r = mid_data.reply();
+    assert_eq!((r.code, &r.text[..5]), (421, "4.3.2"), "{r:?}");
+
+    let status = pigeon.wait();
+    assert!(status.success(), "exit status {status}:\n{}", pigeon.log());
+    assert_eq!(pigeon.queued_ids(), vec![id.clone()]);
+    let body = pigeon.queued_body(&id);
+    assert!(body.ends_with(b"first half\r\nsecond half\r\n"));
+}
+
+#[test]
+fn read_timeouts_answer_421_and_keep_nothing() {
+    let mut pigeon = Pigeon::start(
+        "127.0.0.22",
+        "",
+        "[timeouts]\ncommand = \"1s\"\ndata = \"1s\"\n",
+    );
+    let started = Instant::now();
+    let mut idle = Client::greeted(pigeon.addr);
+    let r = idle.reply();
+    assert_eq!((r.code, &r.text[..5]), (421, "4.4.2"), "{r:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(idle.is_closed());
+
+    let mut stalled = Client::greeted(pigeon.addr);
+    assert_eq!(stalled.cmd("EHLO c").code, 250);
+    assert_eq!(stalled.cmd("MAIL FROM:<a@x.test>").code, 250);
+    assert_eq!(stalled.cmd("RCPT TO:<b@y.test>").code, 250);
+    assert_eq!(stalled.cmd("DATA").code, 354);
+    stalled.send(b"Subject: never finished\r\n\r\n");
+    let r = stalled.reply();
+    assert_eq!((r.code, &r.text[..5]), (421, "4.4.2"), "{r:?}");
+
+    assert!(pigeon.stop().success());
+    assert!(pigeon.queued_ids().is_empty(), "{}", pigeon.queue_list());
+}
+
+#[test]
+fn client_vanishing_mid_data_or_mid_bdat_leaves_nothing() {
+    let mut pigeon = Pigeon::start("127.0.0.23", "", "");
+    {
+        let mut c = Client::greeted(pigeon.addr);
+        c.send(b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
+        for code in [250, 250, 250, 354] {
+            assert_eq!(c.reply().code, code);
+        }
+        c.send(b"Subject: cut\r\n\r\nhalf a message");
+    }
+    {
+        let mut c = Client::greeted(pigeon.addr);
+        c.send(b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT 6\r\nchunk1");
+        for code in [250, 250, 250, 250] {
+            assert_eq!(c.reply().code, code);
+        }
+        c.send(b"BDAT 100 LAST\r\nonly part of the last chunk");
+    }
+    // A complete message afterwards proves the server is alive and spooling.
+    let mut c = Client::greeted(pigeon.addr);
+    assert_eq!(c.cmd("EHLO c").code, 250);
+    let id = queued_id(&c.send_message("a@x.test", &["b@y.test"], b"Subject: whole\r\n\r\nok\r\n"));
+    assert!(pigeon.stop().success());
+    assert_eq!(pigeon.queued_ids(), vec![id]);
+}
+
+#[test]
+fn below_the_free_space_floor_mail_gets_452() {
+    let mut pigeon = Pigeon::start("127.0.0.24", "min_free_space = \"1000000GiB\"", "");
+    let mut c = Client::greeted(pigeon.addr);
+    assert_eq!(c.cmd("EHLO c").code, 250);
+    let r = c.cmd("MAIL FROM:<a@x.test>");
+    assert_eq!((r.code, &r.text[..5]), (452, "4.3.1"), "{r:?}");
+    assert!(pigeon.stop().success());
+}
