@@ -102,3 +102,28 @@ fn below_the_free_space_floor_mail_gets_452() {
     assert_eq!((r.code, &r.text[..5]), (452, "4.3.1"), "{r:?}");
     assert!(pigeon.stop().success());
 }
+
+/// Under systemd (Type=notify) pigeon says READY=1 once it listens and STOPPING=1 on
+/// SIGTERM; a real datagram socket stands in for systemd's.
+#[test]
+fn systemd_notifications_ready_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let notify = socket_path.to_str().unwrap();
+    let mut pigeon = Pigeon::start_with_env("127.0.0.25", 2, "", "", &[("NOTIFY_SOCKET", notify)]);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    // READY comes after the listeners are bound: a client can connect now.
+    let mut c = Client::greeted(pigeon.addr);
+    assert_eq!(c.cmd("QUIT").code, 221);
+    pigeon.sigterm();
+    let n = socket.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert!(pigeon.wait().success());
+}

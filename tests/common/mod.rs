@@ -20,6 +20,7 @@ pub struct Pigeon {
     /// The SMTP listener.
     pub addr: SocketAddr,
     starts: usize,
+    env: Vec<(String, String)>,
 }
 
 impl Pigeon {
@@ -31,6 +32,17 @@ impl Pigeon {
 
     /// Like [`Pigeon::start`] with a chosen shard count.
     pub fn start_with_shards(ip: &str, shards: usize, spool_extra: &str, extra: &str) -> Pigeon {
+        Pigeon::start_with_env(ip, shards, spool_extra, extra, &[])
+    }
+
+    /// Like [`Pigeon::start_with_shards`], with extra environment variables for the server.
+    pub fn start_with_env(
+        ip: &str,
+        shards: usize,
+        spool_extra: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Pigeon {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr: SocketAddr = format!("{ip}:2525").parse().expect("address");
         let config = format!(
@@ -39,11 +51,16 @@ impl Pigeon {
             dir.path().join("spool").display()
         );
         std::fs::write(dir.path().join("pigeon.toml"), config).expect("write config");
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut p = Pigeon {
             child: None,
             dir,
             addr,
             starts: 0,
+            env,
         };
         p.restart();
         p
@@ -74,6 +91,7 @@ impl Pigeon {
             .arg(self.dir.path().join("pigeon.toml"))
             .env("PIGEON_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
