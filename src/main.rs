@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use pigeon::config::Config;
 use pigeon::runtime::shard;
 use pigeon::runtime::shutdown::{spawn_signal_thread, StopFlag};
-use pigeon::spool::inspect::{message_content, queued_messages, short_age};
+use pigeon::spool::inspect::{describe, message_content, queued_messages, short_age};
 use pigeon::spool::record::MessageId;
 use pigeon::spool::recover::repair;
 
@@ -179,8 +179,8 @@ fn queue_list(spool: &Path) -> Result<(), String> {
             short_age(age),
             m.sender
         );
-        for (rcpt, state) in &m.recipients {
-            println!("{:<38}  {:<8} <{}>", "", state.as_str(), rcpt);
+        for (rcpt, state) in m.recipients.iter().zip(&m.states) {
+            println!("{:<38}  <{}> {}", "", rcpt, describe(state, now));
         }
         recipients += m.recipients.len();
     }
@@ -221,8 +221,8 @@ fn queue_show(spool: &Path, id: &str, body_only: bool) -> Result<(), String> {
     println!("client: {} ({})", m.peer, m.helo);
     println!("sender: <{}>", m.sender);
     println!("mail parameters: {}", m.mail_params);
-    for (rcpt, state) in &m.recipients {
-        println!("recipient: <{}> {}", rcpt, state.as_str());
+    for (rcpt, state) in m.recipients.iter().zip(&m.states) {
+        println!("recipient: <{}> {}", rcpt, describe(state, now));
     }
     Ok(())
 }

@@ -4,9 +4,11 @@
 //! - `record`: the on-disk vocabulary and framing.
 //! - `commit`: the shard's writer and its group commit.
 //! - `recover`: listing, scanning and repairing segments.
+//! - `replay`: every record folded into each message's state.
 //! - `inspect`: the offline view behind `pigeon queue`.
 
 pub mod commit;
 pub mod inspect;
 pub mod record;
 pub mod recover;
+pub mod replay;
