@@ -127,3 +127,30 @@ fn systemd_notifications_ready_and_stopping() {
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
     assert!(pigeon.wait().success());
 }
+
+#[test]
+fn a_client_stalled_in_data_cannot_hold_the_stop_past_the_grace() {
+    let mut pigeon = Pigeon::start(
+        "127.0.0.26",
+        "",
+        "[timeouts]\ndata = \"60s\"\nshutdown_grace = \"1s\"\n",
+    );
+    let mut c = Client::greeted(pigeon.addr);
+    c.send(b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
+    for code in [250, 250, 250, 354] {
+        assert_eq!(c.reply().code, code);
+    }
+    c.send(b"Subject: stalled\r\n\r\nand then nothing");
+    std::thread::sleep(Duration::from_millis(100));
+    let stopped_at = Instant::now();
+    pigeon.sigterm();
+    let r = c.reply();
+    assert_eq!((r.code, &r.text[..5]), (421, "4.3.2"), "{r:?}");
+    assert!(pigeon.wait().success());
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopped_at.elapsed()
+    );
+    assert!(pigeon.queued_ids().is_empty());
+}

@@ -29,7 +29,10 @@ struct Outcome {
 fn drive(input: &[u8], cuts: &[usize], may_relay: bool) -> Outcome {
     let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
     let mut session = Session::new(config(), peer, may_relay);
-    let mut outcome = Outcome { output: Vec::new(), stored: Vec::new() };
+    let mut outcome = Outcome {
+        output: Vec::new(),
+        stored: Vec::new(),
+    };
     let mut pending = Vec::new();
     let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
     cuts.sort_unstable();
@@ -98,8 +101,8 @@ fn piece() -> impl Strategy<Value = Vec<u8>> {
         }),
         // A BDAT chunk with exactly the octets it announces.
         (proptest::collection::vec(any::<u8>(), 0..60), any::<bool>()).prop_map(|(data, last)| {
-            let mut v = format!("BDAT {}{}\r\n", data.len(), if last { " LAST" } else { "" })
-                .into_bytes();
+            let mut v =
+                format!("BDAT {}{}\r\n", data.len(), if last { " LAST" } else { "" }).into_bytes();
             v.extend_from_slice(&data);
             v
         }),
@@ -152,7 +155,12 @@ fn every_cut_of_a_tricky_dialogue_is_equivalent() {
         MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT 5\r\n.a\r\nbBDAT 3 LAST\r\nc\r\n\
         NOOP\r\nQUIT\r\n";
     let whole = drive(input, &[], true);
-    assert_eq!(whole.stored.len(), 2, "{:?}", String::from_utf8_lossy(&whole.output));
+    assert_eq!(
+        whole.stored.len(),
+        2,
+        "{:?}",
+        String::from_utf8_lossy(&whole.output)
+    );
     assert_eq!(whole.stored[0].1, b"ok\r\n");
     assert_eq!(whole.stored[1].1, b"..a\r\nbc\r\n");
     let text = String::from_utf8_lossy(&whole.output);

@@ -129,8 +129,8 @@ async fn serve(
             "sessions still open at stop"
         );
     }
-    // The committer ends once every handle on the spool is gone and its last batch is
-    // durable; sessions still holding one were cut off above and will not be answered.
+    // The committer ends once every handle on the spool is gone (sessions end by the
+    // deadline: their reads race it) and its last batch is durable.
     drop(ctx);
     if let Some(()) = committer.await {
         tracing::debug!(shard = id, "spool closed");

@@ -96,8 +96,12 @@ impl DataScanner {
         let (consumed, done) = self.scan(input);
         self.seen += consumed;
         if !self.faults.too_big {
-            // The terminator's ".\r\n" is not counted against the limit.
-            if self.seen.saturating_sub(if done { 3 } else { 0 }) > self.limit {
+            // The terminator's ".\r\n" is not counted against the limit. Until the end is
+            // seen, up to three octets of it may already be in, so allow for them.
+            let allowance = if done { 3 } else { 0 };
+            if self.seen.saturating_sub(3) > self.limit
+                || (done && self.seen - allowance > self.limit)
+            {
                 self.faults.too_big = true;
                 *body = Vec::new();
             } else {
@@ -155,7 +159,8 @@ impl DataScanner {
                         _ => ScanState::Mid,
                     };
                     if self.state == ScanState::Dot {
-                        self.line_len += 1;
+                        // A leading dot is the terminator or dot-stuffing, never content:
+                        // it does not count towards the line limit.
                         i += 1;
                     }
                 }
@@ -388,6 +393,14 @@ mod tests {
         let mut s = DataScanner::new(12);
         let (_, done) = s.feed(b"0123456789\r\n.\r\n", &mut body);
         assert!(done && !s.faults().too_big);
+        // Exactly at the limit, with the read ending inside the terminator.
+        let mut s = DataScanner::new(12);
+        let mut body = Vec::new();
+        assert!(!s.feed(b"0123456789\r\n.\r", &mut body).1);
+        assert!(!s.faults().too_big);
+        assert!(s.feed(b"\n", &mut body).1);
+        assert!(!s.faults().too_big);
+        assert_eq!(body, b"0123456789\r\n");
     }
 
     #[test]
@@ -396,6 +409,10 @@ mod tests {
         long.extend_from_slice(b"\r\n.\r\n");
         assert!(scan_all(&long).3.long_line);
         long.remove(0);
+        assert!(!scan_all(&long).3.long_line);
+        // A dot-stuffed line of 998 content octets is 999 on the wire and still legal.
+        long.insert(0, b'.');
+        long[1] = b'.';
         assert!(!scan_all(&long).3.long_line);
         assert!(scan_all(b"a\0b\r\n.\r\n").3.nul);
     }

@@ -19,7 +19,10 @@ const READ_CHUNK: usize = 16 * 1024;
 
 enum Read {
     Bytes(std::io::Result<usize>),
+    /// The shard began to stop while the session waited for a command.
     Stopping,
+    /// The stop's grace period ran out while the session was still inside content.
+    Deadline,
 }
 
 /// Serves one connection until it closes.
@@ -90,11 +93,20 @@ pub async fn run(mut stream: TcpStream, ctx: &ShardContext) {
         };
         if let Some(deadline) = ctx.stop_deadline.get() {
             timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+            let _ = stream.set_write_timeout(Some(timeout.max(Duration::from_millis(1))));
         }
         let _ = stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
         let read = if in_content || told_to_stop {
-            // Never abandon a read inside message content: bytes it took would be lost.
-            Read::Bytes(stream.read(&mut input[end..]).await)
+            // A read inside message content is abandoned only at the stop deadline, when
+            // the session ends anyway: before that, bytes it took would be lost.
+            let buf = &mut input[end..];
+            future::or(async { Read::Bytes(stream.read(buf).await) }, async {
+                ctx.stop.wait().await;
+                let deadline = ctx.stop_deadline.get().unwrap_or_else(Instant::now);
+                glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                Read::Deadline
+            })
+            .await
         } else {
             let buf = &mut input[end..];
             future::or(async { Read::Bytes(stream.read(buf).await) }, async {
@@ -114,6 +126,7 @@ pub async fn run(mut stream: TcpStream, ctx: &ShardContext) {
             }
             Read::Bytes(Err(_)) => return,
             Read::Stopping => {}
+            Read::Deadline => session.handle_deadline(),
         }
     }
 }

@@ -63,6 +63,7 @@ enum Input {
     Data(DataScanner),
     /// The bytes of a BDAT chunk; `keep` is false when they are read only to be dropped.
     Chunk {
+        size: u64,
         remaining: u64,
         last: bool,
         keep: bool,
@@ -157,13 +158,14 @@ impl Session {
                     }
                 }
                 Input::Chunk {
+                    size,
                     remaining,
                     last,
                     keep,
                 } => {
                     let take = (*remaining).min(rest.len() as u64) as usize;
                     *remaining -= take as u64;
-                    let (done, last, keep) = (*remaining == 0, *last, *keep);
+                    let (done, size, last, keep) = (*remaining == 0, *size, *last, *keep);
                     if keep {
                         let txn = self.txn.as_mut().expect("kept chunk without transaction");
                         let encoder = txn.bdat.as_mut().expect("kept chunk without encoder");
@@ -171,13 +173,22 @@ impl Session {
                     }
                     pos += take;
                     if done {
-                        self.finish_chunk(last, keep);
+                        self.finish_chunk(size, last, keep);
                     }
                 }
                 Input::AwaitStore | Input::Closed => break,
             }
         }
+        self.close_if_stopping();
         pos
+    }
+
+    /// While stopping, a session back at the command phase is told to go.
+    fn close_if_stopping(&mut self) {
+        if self.shutting_down && matches!(self.input, Input::Commands) {
+            self.txn = None;
+            self.close_with(replies::shutting_down());
+        }
     }
 
     /// The next event for the driver.
@@ -200,9 +211,7 @@ impl Session {
             Err(reply) => self.reply(reply),
         }
         self.input = Input::Commands;
-        if self.shutting_down {
-            self.close_with(replies::shutting_down());
-        }
+        self.close_if_stopping();
     }
 
     /// A read timed out (RFC 5321 §4.5.3.2): 421 4.4.2 and close. Nothing half-received
@@ -210,6 +219,12 @@ impl Session {
     pub fn handle_timeout(&mut self) {
         self.txn = None;
         self.close_with(replies::timeout());
+    }
+
+    /// The stop's grace period ran out: whatever is half-received is dropped, 421 4.3.2.
+    pub fn handle_deadline(&mut self) {
+        self.txn = None;
+        self.close_with(replies::shutting_down());
     }
 
     /// The client closed its side. Whatever transaction was open is dropped.
@@ -227,10 +242,7 @@ impl Session {
         self.shutting_down = true;
         match self.input {
             Input::Data(_) | Input::Chunk { .. } | Input::AwaitStore => {}
-            Input::Commands => {
-                self.txn = None;
-                self.close_with(replies::shutting_down());
-            }
+            Input::Commands => self.close_if_stopping(),
             Input::Closed => {}
         }
     }
@@ -350,9 +362,7 @@ impl Session {
         } else {
             match parse_mailbox(path, smtputf8) {
                 Ok(m) => Some(m),
-                Err(AddressError::Syntax(what)) => {
-                    return self.error(Reply::new(501, Enhanced(5, 1, 7), what))
-                }
+                Err(AddressError::Syntax(what)) => return self.error(replies::bad_sender(what)),
                 Err(e) => return self.error(e.reply()),
             }
         };
@@ -429,16 +439,17 @@ impl Session {
             _ => false,
         };
         self.input = Input::Chunk {
+            size,
             remaining: size,
             last,
             keep,
         };
         if size == 0 {
-            self.finish_chunk(last, keep);
+            self.finish_chunk(size, last, keep);
         }
     }
 
-    fn finish_chunk(&mut self, last: bool, keep: bool) {
+    fn finish_chunk(&mut self, size: u64, last: bool, keep: bool) {
         self.input = Input::Commands;
         let Some(txn) = self.txn.as_mut() else {
             return self.error(replies::bad_sequence("Need MAIL command"));
@@ -457,7 +468,6 @@ impl Session {
             return self.reply(replies::too_big());
         }
         if !last {
-            let size = txn.body.len() as u64;
             return self.reply(replies::chunk_ok(size));
         }
         let faults = encoder.finish(&mut txn.body);
@@ -479,9 +489,6 @@ impl Session {
                 self.input = Input::Commands;
                 self.txn = None;
                 self.reply(reply);
-                if self.shutting_down {
-                    self.close_with(replies::shutting_down());
-                }
             }
             None => self.emit_message(),
         }

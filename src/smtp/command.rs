@@ -65,9 +65,12 @@ pub enum CommandError {
     /// A known verb with arguments that do not follow its grammar.
     #[error("syntax error: {0}")]
     Syntax(&'static str),
-    /// A MAIL or RCPT path that is not `<...>`.
+    /// A RCPT path that is not `<...>`.
     #[error("bad address syntax: {0}")]
     Address(&'static str),
+    /// A MAIL path that is not `<...>` (RFC 3463 X.1.7: bad sender address syntax).
+    #[error("bad sender address syntax: {0}")]
+    SenderAddress(&'static str),
     /// A NUL byte: never valid in a command (RFC 5321 §4.1.1 allows only printable ASCII).
     #[error("NUL byte in command")]
     Nul,
@@ -80,6 +83,7 @@ impl CommandError {
             CommandError::Unknown => replies::unknown_command(),
             CommandError::Syntax(what) => replies::syntax(what),
             CommandError::Address(what) => replies::bad_address(what),
+            CommandError::SenderAddress(what) => replies::bad_sender(what),
             CommandError::Nul => replies::nul_in_command(),
         }
     }
@@ -105,7 +109,10 @@ impl<'a> Command<'a> {
             b"EHLO" => Ok(Command::Ehlo(domain_arg(rest)?)),
             b"HELO" => Ok(Command::Helo(domain_arg(rest)?)),
             b"MAIL" => {
-                let (path, params) = path_arg(rest, b"FROM:")?;
+                let (path, params) = path_arg(rest, b"FROM:").map_err(|e| match e {
+                    CommandError::Address(what) => CommandError::SenderAddress(what),
+                    other => other,
+                })?;
                 Ok(Command::Mail { path, params })
             }
             b"RCPT" => {
@@ -283,7 +290,9 @@ mod tests {
     fn bad_forms() {
         assert_eq!(
             Command::parse(b"MAIL FROM:a@b"),
-            Err(CommandError::Address("address must be in angle brackets"))
+            Err(CommandError::SenderAddress(
+                "address must be in angle brackets"
+            ))
         );
         assert_eq!(
             Command::parse(b"RCPT TO:<>"),

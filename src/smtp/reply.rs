@@ -154,9 +154,13 @@ pub mod replies {
     pub fn syntax(what: &'static str) -> Reply {
         Reply::new(501, Enhanced(5, 5, 4), what)
     }
-    /// 501 5.1.3 (MAIL) / 501 5.1.3 (RCPT): the address does not parse.
+    /// 501 5.1.3: a recipient address that does not parse.
     pub fn bad_address(what: &'static str) -> Reply {
         Reply::new(501, Enhanced(5, 1, 3), what)
+    }
+    /// 501 5.1.7: a sender address that does not parse.
+    pub fn bad_sender(what: &'static str) -> Reply {
+        Reply::new(501, Enhanced(5, 1, 7), what)
     }
     /// 502 5.5.1: a known command that this listener does not offer.
     pub fn not_implemented() -> Reply {

@@ -93,7 +93,12 @@ impl ShardSpool {
         first_seq: u64,
         options: SpoolOptions,
     ) -> io::Result<(Rc<ShardSpool>, impl std::future::Future<Output = ()>)> {
-        std::fs::create_dir_all(shard_dir(&options.path, shard))?;
+        let dir = shard_dir(&options.path, shard);
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir)?;
+            // The shard's directory entry must be durable before any segment in it is.
+            std::fs::File::open(&options.path)?.sync_all()?;
+        }
         let (tx, rx) = mpsc::unbounded();
         let spool = Rc::new(ShardSpool {
             shard,

@@ -12,3 +12,4 @@ pub mod inspect;
 pub mod record;
 pub mod recover;
 pub mod replay;
+pub mod segments;

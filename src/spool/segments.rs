@@ -1,0 +1,93 @@
+//! Which segments still hold something live, across all shards, and deleting the rest.
+//!
+//! Every record holds one reference on the segment it sits in, taken by the committer
+//! when it writes the record (before anyone is told the record exists, so no reader can
+//! race a deletion). A message drops the references of its own record and of every
+//! outcome record about it once all its recipients are final. A segment file is deleted
+//! when it has no references left and is sealed (no longer appended to).
+//!
+//! Shared by all shards without a lock: a lock-free map of atomic counters.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_skiplist::SkipMap;
+
+use crate::spool::recover::segment_path;
+use crate::spool::replay::SegmentKey;
+
+#[derive(Debug, Default)]
+struct Counter {
+    refs: AtomicI64,
+    sealed: AtomicBool,
+    deleted: AtomicBool,
+}
+
+/// Reference counts of every segment in the spool.
+#[derive(Debug)]
+pub struct Segments {
+    spool: PathBuf,
+    counts: SkipMap<SegmentKey, Arc<Counter>>,
+}
+
+impl Segments {
+    /// An empty registry for the spool at `spool`.
+    pub fn new(spool: PathBuf) -> Segments {
+        Segments {
+            spool,
+            counts: SkipMap::new(),
+        }
+    }
+
+    fn counter(&self, key: SegmentKey) -> Arc<Counter> {
+        if let Some(e) = self.counts.get(&key) {
+            return e.value().clone();
+        }
+        self.counts
+            .get_or_insert(key, Arc::default())
+            .value()
+            .clone()
+    }
+
+    /// Adds `n` references to a segment.
+    pub fn add(&self, key: SegmentKey, n: i64) {
+        self.counter(key).refs.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Drops one reference; deletes the file if that was the last and it is sealed.
+    pub fn release(&self, key: SegmentKey) {
+        let c = self.counter(key);
+        if c.refs.fetch_sub(1, Ordering::AcqRel) == 1 && c.sealed.load(Ordering::Acquire) {
+            self.delete(key, &c);
+        }
+    }
+
+    /// Marks a segment as no longer appended to; deletes it at once if nothing is live.
+    pub fn seal(&self, key: SegmentKey) {
+        let c = self.counter(key);
+        c.sealed.store(true, Ordering::Release);
+        if c.refs.load(Ordering::Acquire) <= 0 {
+            self.delete(key, &c);
+        }
+    }
+
+    /// References a segment holds now.
+    pub fn refs(&self, key: SegmentKey) -> i64 {
+        self.counter(key).refs.load(Ordering::Acquire)
+    }
+
+    fn delete(&self, key: SegmentKey, c: &Counter) {
+        if c.deleted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let path = segment_path(&self.spool, key.shard, key.seq);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::debug!(segment = %path.display(), "deleted drained segment"),
+            Err(e) => {
+                tracing::warn!(segment = %path.display(), error = %e, "cannot delete segment")
+            }
+        }
+        self.counts.remove(&key);
+    }
+}
