@@ -348,7 +348,53 @@ pub struct DkimConfig {
     pub key: PathBuf,
 }
 
+/// The shaping for one destination domain, with every default filled in: built-in
+/// defaults, then `[domain.default]`, then `[domain."NAME"]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainPolicy {
+    /// Concurrent connections, all shards together (default 32).
+    pub max_connections: u32,
+    /// Messages per connection before it is closed (default 1000).
+    pub max_messages_per_connection: u32,
+    /// Recipients per transaction (default 100).
+    pub max_recipients_per_transaction: u32,
+    /// Messages per time unit, if limited.
+    pub rate: Option<(u32, Duration)>,
+    /// Static next hops (`host:port`) instead of MX.
+    pub route: Option<Vec<String>>,
+}
+
 impl Config {
+    /// The resolved shaping for mail to `domain` (lower case).
+    pub fn domain_policy(&self, domain: &str) -> DomainPolicy {
+        let mut p = DomainPolicy {
+            max_connections: 32,
+            max_messages_per_connection: 1000,
+            max_recipients_per_transaction: 100,
+            rate: None,
+            route: None,
+        };
+        for layer in [self.domain.get("default"), self.domain.get(domain)]
+            .into_iter()
+            .flatten()
+        {
+            p.max_connections = layer.max_connections.unwrap_or(p.max_connections);
+            p.max_messages_per_connection = layer
+                .max_messages_per_connection
+                .unwrap_or(p.max_messages_per_connection);
+            p.max_recipients_per_transaction = layer
+                .max_recipients_per_transaction
+                .unwrap_or(p.max_recipients_per_transaction);
+            if let Some(rate) = &layer.rate {
+                p.rate = crate::queue::limits::parse_rate(rate);
+            }
+            if layer.route.is_some() {
+                p.route = layer.route.clone();
+            }
+        }
+        p
+    }
+
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -436,6 +482,53 @@ impl Config {
         if self.delivery.retry.is_empty() {
             return Err(invalid("delivery.retry", "needs at least one delay"));
         }
+        for (name, d) in &self.domain {
+            let key = |field: &str| format!("domain.{name:?}.{field}").replace('"', "");
+            for (field, v) in [
+                ("max_connections", d.max_connections),
+                ("max_messages_per_connection", d.max_messages_per_connection),
+                (
+                    "max_recipients_per_transaction",
+                    d.max_recipients_per_transaction,
+                ),
+            ] {
+                if v == Some(0) {
+                    return Err(invalid(key(field), "at least 1"));
+                }
+            }
+            if let Some(rate) = &d.rate {
+                if crate::queue::limits::parse_rate(rate).is_none() {
+                    return Err(invalid(
+                        key("rate"),
+                        format!("{rate:?} is not a rate like \"100/s\""),
+                    ));
+                }
+            }
+            if let Some(tls) = &d.tls {
+                if !["opportunistic", "required", "verify", "disabled"].contains(&tls.as_str()) {
+                    return Err(invalid(
+                        key("tls"),
+                        format!("{tls:?}: opportunistic, required, verify or disabled"),
+                    ));
+                }
+            }
+            for (i, hop) in d.route.iter().flatten().enumerate() {
+                if crate::config::parse_hop(hop, self.delivery.port).is_none() {
+                    return Err(invalid(
+                        format!("{}[{i}]", key("route")),
+                        format!("{hop:?} is not host or host:port"),
+                    ));
+                }
+            }
+        }
+        for (i, ns) in self.dns.nameservers.iter().enumerate() {
+            if parse_nameserver(ns).is_none() {
+                return Err(invalid(
+                    format!("dns.nameservers[{i}]"),
+                    format!("{ns:?} is not ip or ip:port"),
+                ));
+            }
+        }
         for (i, l) in self.listeners.iter().enumerate() {
             // Refuse what this build cannot do rather than run a listener that silently
             // lacks it (a submission port without AUTH, a TLS port in plain text).
@@ -463,6 +556,30 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A next hop `host[:port]` (port defaulting to `default_port`); `[v6]:port` for IPv6.
+pub fn parse_hop(hop: &str, default_port: u16) -> Option<(String, u16)> {
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some((addr.ip().to_string(), addr.port()));
+    }
+    let (host, port) = match hop.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()?),
+        _ => (hop, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ok = host.parse::<std::net::IpAddr>().is_ok()
+        || crate::smtp::address::is_domain(host.as_bytes());
+    ok.then(|| (host.to_owned(), port))
+}
+
+/// A nameserver `ip` or `ip:port` (port 53 by default).
+pub fn parse_nameserver(ns: &str) -> Option<SocketAddr> {
+    ns.parse::<SocketAddr>().ok().or_else(|| {
+        ns.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
 }
 
 /// A size in octets, written `50MiB`, `100MB`, `512KiB` or a bare number.
@@ -581,6 +698,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("listener[0].tls:"), "{e}");
+    }
+
+    #[test]
+    fn domain_policy_layers() {
+        let c = parse(
+            "[domain.default]\nmax_connections = 4\nrate = \"10/s\"\n\n\
+             [domain.\"gmail.com\"]\nmax_recipients_per_transaction = 50\n\
+             route = [\"127.0.0.5:2525\"]\n",
+        )
+        .unwrap();
+        let g = c.domain_policy("gmail.com");
+        assert_eq!(
+            (g.max_connections, g.max_recipients_per_transaction),
+            (4, 50)
+        );
+        assert_eq!(g.rate, Some((10, Duration::from_secs(1))));
+        assert_eq!(g.route, Some(vec!["127.0.0.5:2525".to_string()]));
+        let o = c.domain_policy("other.test");
+        assert_eq!((o.max_recipients_per_transaction, o.route), (100, None));
+        let e = parse("[domain.\"x.test\"]\nrate = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("domain.x.test.rate:"), "{e}");
+        assert_eq!(parse_hop("mx.test", 25), Some(("mx.test".into(), 25)));
+        assert_eq!(parse_hop("[::1]:26", 25), Some(("::1".into(), 26)));
+        assert_eq!(parse_hop("bad host", 25), None);
     }
 
     #[test]

@@ -28,6 +28,8 @@
 
 pub mod accept;
 pub mod config;
+pub mod outcome;
+pub mod queue;
 pub mod runtime;
 pub mod session;
 pub mod smtp;

@@ -8,11 +8,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 
 use pigeon::config::Config;
+use pigeon::outcome::log::DeliveryLog;
+use pigeon::queue::deferred::Deferred;
+use pigeon::queue::message::{jobs_for, QueuedMessage};
 use pigeon::runtime::shard;
+use pigeon::runtime::shared::Shared;
 use pigeon::runtime::shutdown::{spawn_signal_thread, StopFlag};
 use pigeon::spool::inspect::{describe, message_content, queued_messages, short_age};
 use pigeon::spool::record::MessageId;
 use pigeon::spool::recover::repair;
+use pigeon::spool::replay::{replay, RecipientState, SegmentKey};
+use pigeon::spool::segments::Segments;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -114,18 +120,26 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
         "spool recovered"
     );
 
-    let flag = StopFlag::default();
-    spawn_signal_thread(flag.clone()).map_err(|e| format!("signal handling: {e}"))?;
     let shards = config.shard_count();
     let config = Arc::new(config);
+    let log = DeliveryLog::open(&config.log.delivery)
+        .map_err(|e| format!("log.delivery {}: {e}", config.log.delivery.display()))?;
+    let segments = Arc::new(Segments::new(spool.clone()));
+    let shared = Arc::new(Shared::new(config.clone(), segments, log));
+    let mut deferred: Vec<Deferred> = (0..shards).map(|_| Deferred::new()).collect();
+    requeue(spool, &shared, &mut deferred)?;
+
+    let flag = StopFlag::default();
+    spawn_signal_thread(flag.clone()).map_err(|e| format!("signal handling: {e}"))?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(shards);
-    for id in 0..shards {
+    for (id, deferred) in deferred.into_iter().enumerate() {
         let first_seq = repaired.next_seq.get(id).copied().unwrap_or(0);
         let handle = shard::spawn(
             id as u8,
-            config.clone(),
+            shared.clone(),
             first_seq,
+            deferred,
             flag.clone(),
             ready_tx.clone(),
         )
@@ -157,6 +171,83 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+/// Queues again everything the spool still owes: due recipients to the ready queues,
+/// deferred ones to the shards' timers (spread over the shards), and counts the segment
+/// references of live messages; segments with none are deleted.
+fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(), String> {
+    let replayed = replay(spool).map_err(|e| format!("replaying {}: {e}", spool.display()))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64;
+    let (mut messages, mut recipients, mut held) = (0usize, 0usize, 0usize);
+    for m in replayed.live() {
+        shared.segments.add(m.segment, 1);
+        for s in &m.outcome_segments {
+            shared.segments.add(*s, 1);
+        }
+        let pending: Vec<(u32, u32, u64)> = m
+            .states
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match *s {
+                RecipientState::Pending {
+                    attempts,
+                    next_attempt_micros,
+                } => Some((i as u32, attempts, next_attempt_micros)),
+                RecipientState::Done(_) => None,
+            })
+            .collect();
+        let message = Arc::new(QueuedMessage::new(
+            m.id,
+            m.segment,
+            m.offset,
+            m.received_micros,
+            m.sender.clone(),
+            m.recipients.clone(),
+            m.smtputf8,
+            m.eight_bit,
+            m.size,
+            pending.len(),
+        ));
+        for s in &m.outcome_segments {
+            message.add_outcome_segment(*s);
+        }
+        messages += 1;
+        recipients += pending.len();
+        shared.enqueue(
+            &message,
+            pending.iter().filter(|p| p.2 <= now).map(|p| (p.0, p.1)),
+        );
+        let later = pending.iter().filter(|p| p.2 > now).map(|p| (p.0, p.1));
+        let per_transaction = |d: &str| shared.policy(d).max_recipients_per_transaction as usize;
+        for (domain, job) in jobs_for(&message, later, per_transaction) {
+            let due = job
+                .recipients
+                .iter()
+                .map(|&i| pending.iter().find(|p| p.0 == i).map_or(0, |p| p.2))
+                .min()
+                .unwrap_or(0);
+            deferred[held % deferred.len()].insert(due, domain, job);
+            held += 1;
+        }
+    }
+    for seg in &replayed.segments {
+        // Every existing segment is sealed: this run writes new ones.
+        shared.segments.seal(SegmentKey {
+            shard: seg.shard,
+            seq: seg.seq,
+        });
+    }
+    tracing::info!(
+        messages,
+        recipients,
+        deferred_jobs = held,
+        "queue rebuilt from the spool"
+    );
+    Ok(())
 }
 
 fn queue_list(spool: &Path) -> Result<(), String> {

@@ -1,4 +1,5 @@
 //! Thread-per-core: one pinned glommio executor per shard, and the way they stop.
 
 pub mod shard;
+pub mod shared;
 pub mod shutdown;

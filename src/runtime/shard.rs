@@ -3,7 +3,7 @@
 //! session accepted on them. Nothing here is shared with another shard except the
 //! read-only configuration and the stop flag.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
@@ -13,7 +13,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 use ipnet::IpNet;
 
 use crate::accept::listener;
-use crate::config::{Config, TimeoutsConfig};
+use crate::config::TimeoutsConfig;
+use crate::queue::deferred::Deferred;
+use crate::runtime::shared::Shared;
 use crate::runtime::shutdown::{ShardStop, StopFlag};
 use crate::session::state::SessionConfig;
 use crate::spool::commit::{ShardSpool, SpoolOptions};
@@ -36,6 +38,10 @@ pub struct ShardContext {
     pub stop_deadline: Cell<Option<Instant>>,
     /// Sessions alive on this shard.
     pub sessions: Cell<usize>,
+    /// State shared with the other shards: queues, segment counts, the delivery log.
+    pub shared: Arc<Shared>,
+    /// Jobs this shard deferred, until their retry time.
+    pub deferred: RefCell<Deferred>,
 }
 
 impl ShardContext {
@@ -53,8 +59,9 @@ impl ShardContext {
 /// on `ready`, serves until `flag` is raised, drains, and makes the spool durable.
 pub fn spawn(
     id: u8,
-    config: Arc<Config>,
+    shared: Arc<Shared>,
     first_seq: u64,
+    deferred: Deferred,
     flag: StopFlag,
     ready: mpsc::Sender<Result<Vec<SocketAddr>, String>>,
 ) -> std::io::Result<glommio::ExecutorJoinHandle<()>> {
@@ -63,7 +70,7 @@ pub fn spawn(
         .name(&format!("shard-{id}"));
     builder
         .spawn(move || async move {
-            if let Err(e) = serve(id, config, first_seq, flag, &ready).await {
+            if let Err(e) = serve(id, shared, first_seq, deferred, flag, &ready).await {
                 let _ = ready.send(Err(format!("shard {id}: {e}")));
             }
         })
@@ -72,12 +79,15 @@ pub fn spawn(
 
 async fn serve(
     id: u8,
-    config: Arc<Config>,
+    shared: Arc<Shared>,
     first_seq: u64,
+    deferred: Deferred,
     flag: StopFlag,
     ready: &mpsc::Sender<Result<Vec<SocketAddr>, String>>,
 ) -> std::io::Result<()> {
+    let config = shared.config.clone();
     let options = SpoolOptions {
+        segments: shared.segments.clone(),
         path: config.spool.path.clone(),
         fsync: config.spool.fsync,
         segment_size: config.spool.segment_size.0,
@@ -100,6 +110,8 @@ async fn serve(
         stop: ShardStop::default(),
         stop_deadline: Cell::new(None),
         sessions: Cell::new(0),
+        shared,
+        deferred: RefCell::new(deferred),
     });
     let mut bound = Vec::new();
     let mut accepting = Vec::new();

@@ -3,11 +3,14 @@
 //! read timeouts, and waits for the spool.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::outcome::log::LogEvent;
+use crate::queue::message::QueuedMessage;
 use crate::runtime::shard::ShardContext;
 use crate::session::envelope::{received_header, Envelope};
 use crate::session::state::{Event, Session};
@@ -148,17 +151,48 @@ async fn store(
         &id.to_string(),
         now.as_secs(),
     );
-    let head = encode_message(id, now.as_micros() as u64, envelope, &[&received, &body]);
-    let size = received.len() + body.len();
-    ctx.spool.append(vec![head, received, body]).await?;
-    tracing::info!(
-        event = "received",
-        id = %id,
-        shard = ctx.id,
-        client = %peer,
-        from = envelope.sender.as_ref().map_or("", |s| s.as_str()),
-        recipients = envelope.recipients.len(),
-        size,
+    let received_micros = now.as_micros() as u64;
+    let size = (received.len() + body.len()) as u64;
+    let eight_bit = !received.is_ascii() || !body.is_ascii();
+    let head = encode_message(
+        id,
+        received_micros,
+        envelope,
+        eight_bit,
+        &[&received, &body],
     );
+    let location = ctx.spool.append(vec![head, received, body], 1).await?;
+    let sender = envelope.sender.as_ref().map_or("", |s| s.as_str());
+    let message = Arc::new(QueuedMessage::new(
+        id,
+        location.segment,
+        location.offset,
+        received_micros,
+        sender.to_owned(),
+        envelope
+            .recipients
+            .iter()
+            .map(|r| r.mailbox.as_str().to_owned())
+            .collect(),
+        envelope.smtputf8,
+        eight_bit,
+        size,
+        envelope.recipients.len(),
+    ));
+    ctx.shared.enqueue(
+        &message,
+        (0..envelope.recipients.len() as u32).map(|i| (i, 0)),
+    );
+    let client = peer.to_string();
+    ctx.shared.log.write(&LogEvent {
+        event: "received",
+        id: Some(id),
+        sender,
+        recipients: Some(envelope.recipients.len()),
+        size: Some(size),
+        host: Some(&client),
+        ..LogEvent::default()
+    });
+    tracing::debug!(id = %id, shard = ctx.id, client = %peer, size, "received");
     Ok(id)
 }

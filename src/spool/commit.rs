@@ -15,10 +15,11 @@ use std::cell::Cell;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_channel::{mpsc, oneshot};
-use futures_lite::StreamExt;
+use futures_lite::{future, StreamExt};
 use glommio::io::BufferedFile;
 use thiserror::Error;
 
@@ -26,6 +27,8 @@ use crate::config::FsyncPolicy;
 use crate::smtp::reply::{replies, Reply};
 use crate::spool::record::{segment_header, MessageId};
 use crate::spool::recover::{segment_path, shard_dir};
+use crate::spool::replay::SegmentKey;
+use crate::spool::segments::Segments;
 
 /// Exit status after a spool write or sync failed (EX_IOERR from sysexits.h).
 pub const EXIT_SPOOL_FAILURE: i32 = 74;
@@ -34,11 +37,15 @@ pub const EXIT_SPOOL_FAILURE: i32 = 74;
 /// batch buffer: a 1 MiB body is not worth a memcpy to save one write.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
+/// How long the committer waits without appends before checking whether its segment has
+/// drained.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 /// Where a record landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Location {
-    /// Segment sequence number within the shard.
-    pub segment: u64,
+    /// The segment.
+    pub segment: SegmentKey,
     /// Offset of the record frame in the segment.
     pub offset: u64,
 }
@@ -69,10 +76,13 @@ pub struct SpoolOptions {
     pub segment_size: u64,
     /// New mail is refused below this much free space.
     pub min_free_space: u64,
+    /// Reference counts of all segments (shared by the shards).
+    pub segments: Arc<Segments>,
 }
 
 struct Append {
     parts: Vec<Vec<u8>>,
+    records: u32,
     done: oneshot::Sender<Location>,
 }
 
@@ -136,12 +146,17 @@ impl ShardSpool {
         self.has_space.get()
     }
 
-    /// Appends one record made of `parts` (concatenated, in order) and waits until it is
-    /// durable under the fsync policy.
-    pub async fn append(&self, parts: Vec<Vec<u8>>) -> Result<Location, SpoolError> {
+    /// Appends `records` whole records made of `parts` (concatenated, in order) and waits
+    /// until they are durable under the fsync policy. Each record takes one reference on
+    /// the segment it lands in (see `spool::segments`), before this returns.
+    pub async fn append(&self, parts: Vec<Vec<u8>>, records: u32) -> Result<Location, SpoolError> {
         let (done, wait) = oneshot::channel();
         self.queue
-            .unbounded_send(Append { parts, done })
+            .unbounded_send(Append {
+                parts,
+                records,
+                done,
+            })
             .map_err(|_| SpoolError::Closed)?;
         wait.await.map_err(|_| SpoolError::Closed)
     }
@@ -162,12 +177,30 @@ struct Committer {
 
 impl Committer {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Append>) {
-        while let Some(first) = rx.next().await {
+        loop {
+            let next = future::or(async { Some(rx.next().await) }, async {
+                glommio::timer::sleep(IDLE_CHECK).await;
+                None
+            });
+            let first = match next.await {
+                Some(Some(first)) => first,
+                Some(None) => break,
+                None => {
+                    self.seal_if_drained().await;
+                    continue;
+                }
+            };
             let mut batch = vec![first];
             while let Ok(more) = rx.try_recv() {
                 batch.push(more);
             }
             let locations = self.write_batch(&mut batch).await;
+            let records: u32 = batch.iter().map(|a| a.records).sum();
+            if let Some(first) = locations.first() {
+                // Before anyone learns of these records, so a segment is never deleted
+                // under a record whose owner has not yet counted it.
+                self.options.segments.add(first.segment, i64::from(records));
+            }
             for (append, location) in batch.into_iter().zip(locations) {
                 // A session that went away no longer needs its answer.
                 let _ = append.done.send(location);
@@ -194,7 +227,10 @@ impl Committer {
         let mut pos = active.len;
         for append in batch.iter_mut() {
             locations.push(Location {
-                segment: active.seq,
+                segment: SegmentKey {
+                    shard: self.shard,
+                    seq: active.seq,
+                },
                 offset: pos + buf.len() as u64,
             });
             for part in std::mem::take(&mut append.parts) {
@@ -220,12 +256,35 @@ impl Committer {
         locations
     }
 
-    async fn open_segment(&mut self) {
+    /// After a quiet spell, a segment whose records are all finished is closed and
+    /// sealed, so that a drained spool shrinks back instead of keeping its last segment.
+    async fn seal_if_drained(&mut self) {
+        let Some(active) = self.active.as_ref() else {
+            return;
+        };
+        let key = SegmentKey {
+            shard: self.shard,
+            seq: active.seq,
+        };
+        if self.options.segments.refs(key) == 0 {
+            self.close_active().await;
+        }
+    }
+
+    async fn close_active(&mut self) {
         if let Some(old) = self.active.take() {
             if let Err(e) = old.file.close().await {
                 fatal("closing segment", e);
             }
+            self.options.segments.seal(SegmentKey {
+                shard: self.shard,
+                seq: old.seq,
+            });
         }
+    }
+
+    async fn open_segment(&mut self) {
+        self.close_active().await;
         let seq = self.next_seq;
         self.next_seq += 1;
         let path = segment_path(&self.options.path, self.shard, seq);

@@ -212,6 +212,7 @@ mod tests {
                 MessageId::new(i as u64, 0, 0),
                 0,
                 &env,
+                false,
                 &[body.as_bytes()],
             ));
             bytes.extend_from_slice(body.as_bytes());

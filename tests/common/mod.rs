@@ -47,8 +47,9 @@ impl Pigeon {
         let addr: SocketAddr = format!("{ip}:2525").parse().expect("address");
         let config = format!(
             "hostname = \"mx.test\"\nshards = {shards}\n\n[spool]\npath = \"{}\"\n{spool_extra}\n\n\
-             [[listener]]\naddress = \"{addr}\"\n\n{extra}\n",
-            dir.path().join("spool").display()
+             [log]\ndelivery = \"{}\"\n\n[[listener]]\naddress = \"{addr}\"\n\n{extra}\n",
+            dir.path().join("spool").display(),
+            dir.path().join("delivery.log").display()
         );
         std::fs::write(dir.path().join("pigeon.toml"), config).expect("write config");
         let env = env
@@ -69,6 +70,11 @@ impl Pigeon {
     /// The spool directory.
     pub fn spool(&self) -> PathBuf {
         self.dir.path().join("spool")
+    }
+
+    /// The delivery log (JSON lines).
+    pub fn delivery_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("delivery.log")).unwrap_or_default()
     }
 
     /// The log of the most recent start.

@@ -1,0 +1,15 @@
+//! What is due, for which destination. No sockets, no files: delivery takes jobs from
+//! here and reports back; the spool remembers.
+//!
+//! - `message`: a queued message shared by every shard, and a [`message::Job`]: some of
+//!   its recipients at one domain.
+//! - `ready`: lock-free per-domain ready queues that every shard drains.
+//! - `deferred`: a shard's timer of jobs waiting for their retry time.
+//! - `retry`: the backoff schedule with jitter, and expiry.
+//! - `limits`: per-destination rate limits, global across shards.
+
+pub mod deferred;
+pub mod limits;
+pub mod message;
+pub mod ready;
+pub mod retry;

@@ -1,0 +1,73 @@
+//! What every shard shares: the configuration, the ready queues, the segment reference
+//! counts, the rate limiters and the delivery log. All of it is lock-free or immutable,
+//! so sharing it costs atomics, never a lock.
+
+use std::sync::Arc;
+
+use crossbeam_skiplist::SkipMap;
+
+use crate::config::{Config, DomainPolicy};
+use crate::outcome::log::DeliveryLog;
+use crate::queue::limits::RateLimit;
+use crate::queue::message::{jobs_for, QueuedMessage};
+use crate::queue::ready::ReadyQueues;
+use crate::spool::segments::Segments;
+
+/// State shared by all shards.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Per-domain ready queues.
+    pub ready: ReadyQueues,
+    /// Which segments still hold live records.
+    pub segments: Arc<Segments>,
+    /// The delivery log.
+    pub log: DeliveryLog,
+    limiters: SkipMap<String, Arc<RateLimit>>,
+}
+
+impl Shared {
+    /// Shared state for a run with `config`.
+    pub fn new(config: Arc<Config>, segments: Arc<Segments>, log: DeliveryLog) -> Shared {
+        Shared {
+            config,
+            ready: ReadyQueues::new(),
+            segments,
+            log,
+            limiters: SkipMap::new(),
+        }
+    }
+
+    /// The shaping for `domain`.
+    pub fn policy(&self, domain: &str) -> DomainPolicy {
+        self.config.domain_policy(domain)
+    }
+
+    /// The rate limiter of `domain`, if its policy sets a rate.
+    pub fn rate_limit(&self, domain: &str, policy: &DomainPolicy) -> Option<Arc<RateLimit>> {
+        let (count, per) = policy.rate?;
+        if let Some(e) = self.limiters.get(domain) {
+            return Some(e.value().clone());
+        }
+        let limiter = Arc::new(RateLimit::new(count, per));
+        Some(
+            self.limiters
+                .get_or_insert(domain.to_owned(), limiter)
+                .value()
+                .clone(),
+        )
+    }
+
+    /// Queues the given recipients (index, attempts so far) of `message` as ready jobs.
+    pub fn enqueue(
+        &self,
+        message: &Arc<QueuedMessage>,
+        pending: impl IntoIterator<Item = (u32, u32)>,
+    ) {
+        let per_transaction = |d: &str| self.policy(d).max_recipients_per_transaction as usize;
+        for (domain, job) in jobs_for(message, pending, per_transaction) {
+            self.ready.push(&domain, job);
+        }
+    }
+}
