@@ -19,6 +19,7 @@ use crate::runtime::shared::Shared;
 use crate::runtime::shutdown::{ShardStop, StopFlag};
 use crate::session::state::SessionConfig;
 use crate::spool::commit::{ShardSpool, SpoolOptions};
+use crate::spool::read::SegmentReader;
 
 /// What every task on a shard shares: owned by the shard, handed out as `Rc`.
 pub struct ShardContext {
@@ -42,6 +43,8 @@ pub struct ShardContext {
     pub shared: Arc<Shared>,
     /// Jobs this shard deferred, until their retry time.
     pub deferred: RefCell<Deferred>,
+    /// This shard's maps of segment files, for reading content to deliver.
+    pub reader: SegmentReader,
 }
 
 impl ShardContext {
@@ -112,6 +115,7 @@ async fn serve(
         sessions: Cell::new(0),
         shared,
         deferred: RefCell::new(deferred),
+        reader: SegmentReader::new(config.spool.path.clone()),
     });
     let mut bound = Vec::new();
     let mut accepting = Vec::new();

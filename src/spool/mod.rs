@@ -9,6 +9,7 @@
 
 pub mod commit;
 pub mod inspect;
+pub mod read;
 pub mod record;
 pub mod recover;
 pub mod replay;
