@@ -28,6 +28,7 @@
 
 pub mod accept;
 pub mod config;
+pub mod deliver;
 pub mod outcome;
 pub mod queue;
 pub mod runtime;

@@ -14,12 +14,34 @@ use ipnet::IpNet;
 
 use crate::accept::listener;
 use crate::config::TimeoutsConfig;
+use crate::deliver::dns::Resolver;
+use crate::deliver::scheduler;
 use crate::queue::deferred::Deferred;
 use crate::runtime::shared::Shared;
 use crate::runtime::shutdown::{ShardStop, StopFlag};
 use crate::session::state::SessionConfig;
 use crate::spool::commit::{ShardSpool, SpoolOptions};
 use crate::spool::read::SegmentReader;
+
+/// How long one DNS query may take before the next nameserver is asked.
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The nameservers from `dns.nameservers`, else /etc/resolv.conf.
+fn nameservers(config: &crate::config::Config) -> std::io::Result<Vec<SocketAddr>> {
+    if config.dns.nameservers.is_empty() {
+        return Ok(Resolver::system_nameservers().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no nameservers in /etc/resolv.conf; using 127.0.0.1:53");
+            vec![SocketAddr::from(([127, 0, 0, 1], 53))]
+        }));
+    }
+    // Validated at start.
+    Ok(config
+        .dns
+        .nameservers
+        .iter()
+        .filter_map(|n| crate::config::parse_nameserver(n))
+        .collect())
+}
 
 /// What every task on a shard shares: owned by the shard, handed out as `Rc`.
 pub struct ShardContext {
@@ -45,6 +67,10 @@ pub struct ShardContext {
     pub deferred: RefCell<Deferred>,
     /// This shard's maps of segment files, for reading content to deliver.
     pub reader: SegmentReader,
+    /// This shard's DNS resolver and cache.
+    pub resolver: Resolver,
+    /// Delivery connections open on this shard.
+    pub attempts: Cell<usize>,
 }
 
 impl ShardContext {
@@ -116,6 +142,8 @@ async fn serve(
         shared,
         deferred: RefCell::new(deferred),
         reader: SegmentReader::new(config.spool.path.clone()),
+        resolver: Resolver::new(nameservers(&config)?, DNS_TIMEOUT),
+        attempts: Cell::new(0),
     });
     let mut bound = Vec::new();
     let mut accepting = Vec::new();
@@ -125,6 +153,7 @@ async fn serve(
         accepting.push(glommio::spawn_local(listener::accept_loop(listener, ctx.clone())).detach());
     }
     let _ = ready.send(Ok(bound));
+    let scheduler = glommio::spawn_local(scheduler::run(ctx.clone())).detach();
 
     ctx.stop.watch(flag).await;
     let grace = config.timeouts.shutdown_grace;
@@ -134,8 +163,9 @@ async fn serve(
     }
     // Sessions end themselves: idle ones at once, ones in DATA by the deadline. The extra
     // second covers writing their last reply.
+    scheduler.await;
     let give_up = Instant::now() + grace + Duration::from_secs(1);
-    while ctx.sessions.get() > 0 && Instant::now() < give_up {
+    while (ctx.sessions.get() > 0 || ctx.attempts.get() > 0) && Instant::now() < give_up {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     if ctx.sessions.get() > 0 {

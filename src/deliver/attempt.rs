@@ -1,0 +1,158 @@
+//! One delivery connection: take jobs for a domain from its ready queue, connect to the
+//! first host that answers, run one transaction per job on the same connection (up to
+//! `max_messages_per_connection`), and settle each job's results.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_lite::future;
+
+use crate::config::DomainPolicy;
+use crate::deliver::client::driver::Connection;
+use crate::deliver::client::state::Envelope;
+use crate::deliver::route::next_hops;
+use crate::outcome::settle::{expire, now_micros, settle};
+use crate::queue::message::Job;
+use crate::queue::ready::DomainQueue;
+use crate::queue::retry::expired;
+use crate::runtime::shard::ShardContext;
+use crate::smtp::reply::{Enhanced, Reply};
+
+/// Holds one of the domain's connection slots; gives it back however the attempt ends.
+struct Slot(Arc<DomainQueue>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.close_connection();
+    }
+}
+
+/// Runs one connection's worth of deliveries for `queue`. The caller took a connection
+/// slot for it.
+pub async fn run(ctx: Rc<ShardContext>, queue: Arc<DomainQueue>, policy: DomainPolicy) {
+    let _slot = Slot(queue.clone());
+    ctx.attempts.set(ctx.attempts.get() + 1);
+    // At a stop, a connection finishes its transaction and quits; one still busy at the
+    // deadline is dropped. Its recipients' outcomes were not spooled, so they are tried
+    // again after the restart: at least once, never lost.
+    future::or(deliver(&ctx, &queue, &policy), async {
+        ctx.stop.wait().await;
+        let deadline = ctx.stop_deadline.get().unwrap_or_else(Instant::now);
+        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+    })
+    .await;
+    ctx.attempts.set(ctx.attempts.get() - 1);
+}
+
+async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy) {
+    let Some(mut job) = take(ctx, queue).await else {
+        return;
+    };
+    let hops = match next_hops(ctx, &queue.domain, policy).await {
+        Ok(h) => h,
+        Err(reply) => return fail(ctx, job, None, reply).await,
+    };
+    let helo = ctx.session.hostname.clone();
+    let mut last_error = None;
+    let mut conn = None;
+    'hosts: for hop in &hops {
+        for &addr in &hop.addrs {
+            match Connection::open(addr, &hop.name, &helo).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    break 'hosts;
+                }
+                Err(reply) => {
+                    tracing::debug!(host = %hop.name, %addr, %reply, "host failed, trying the next");
+                    last_error = Some(reply);
+                }
+            }
+        }
+    }
+    let Some(mut conn) = conn else {
+        let reply = last_error.unwrap_or_else(|| {
+            Reply::new(
+                451,
+                Enhanced(4, 4, 4),
+                format!("no address to deliver to for {}", queue.domain),
+            )
+        });
+        return fail(ctx, job, None, reply).await;
+    };
+    let host = conn.host.clone();
+    let mut sent = 0;
+    loop {
+        if let Some(limit) = ctx.shared.rate_limit(&queue.domain, policy) {
+            let wait = limit.reserve(now_micros());
+            if !wait.is_zero() {
+                glommio::timer::sleep(wait).await;
+            }
+        }
+        let content = match ctx.reader.content(job.message.segment, job.message.offset) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(id = %job.message.id, error = %e, "cannot read spooled content");
+                let reply = Reply::new(451, Enhanced(4, 3, 0), "local error reading the spool");
+                fail(ctx, job, Some(&host), reply).await;
+                break;
+            }
+        };
+        let envelope = Envelope {
+            sender: job.message.sender.clone(),
+            recipients: job.addresses().map(str::to_owned).collect(),
+            size: job.message.size,
+            needs_8bit: job.message.eight_bit,
+            needs_smtputf8: job.message.smtputf8,
+        };
+        let indices = job.recipients.clone();
+        match conn.send(envelope, content.bytes()).await {
+            Ok(results) => {
+                let results = results.into_iter().map(|(i, r)| (indices[i], r)).collect();
+                settle(ctx, job, Some(&host), results).await;
+            }
+            Err((reply, pending)) => {
+                // Recipients the server had already answered for are decided by those
+                // answers; the rest get the failure.
+                let pending = if pending.is_empty() {
+                    (0..indices.len()).collect()
+                } else {
+                    pending
+                };
+                let results = pending
+                    .into_iter()
+                    .map(|i| (indices[i], reply.clone()))
+                    .collect();
+                settle(ctx, job, Some(&host), results).await;
+                return;
+            }
+        }
+        sent += 1;
+        if sent >= policy.max_messages_per_connection || ctx.stop.is_stopping() {
+            break;
+        }
+        job = match take(ctx, queue).await {
+            Some(j) => j,
+            None => break,
+        };
+    }
+    conn.quit().await;
+}
+
+/// The next job of the domain that is not past its age; older ones expire on the way.
+async fn take(ctx: &ShardContext, queue: &DomainQueue) -> Option<Job> {
+    let max_age = ctx.shared.config.delivery.max_age;
+    while let Some(job) = queue.pop() {
+        if expired(job.message.received_micros, max_age, now_micros()) {
+            expire(ctx, job).await;
+            continue;
+        }
+        return Some(job);
+    }
+    None
+}
+
+async fn fail(ctx: &ShardContext, job: Job, host: Option<&str>, reply: Reply) {
+    let results = job.recipients.iter().map(|&i| (i, reply.clone())).collect();
+    settle(ctx, job, host, results).await;
+}

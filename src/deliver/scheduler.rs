@@ -1,0 +1,47 @@
+//! A shard's delivery scheduler: brings due deferred jobs back to the ready queues and
+//! opens connections for domains with ready jobs, within each domain's connection limit.
+//! Every shard runs one, and the limits are global atomics, so any shard may serve any
+//! domain without two of them exceeding its limit together.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+
+use crate::deliver::attempt;
+use crate::outcome::settle::now_micros;
+use crate::runtime::shard::ShardContext;
+
+/// How often the scheduler looks for work. Short enough that a message goes out within a
+/// few milliseconds of its 250; each look is a walk over the domains with ready jobs.
+const TICK: Duration = Duration::from_millis(10);
+
+/// How often unused segment maps are dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs until the shard stops.
+pub async fn run(ctx: Rc<ShardContext>) {
+    let mut pruned = Instant::now();
+    while !ctx.stop.is_stopping() {
+        let due = ctx.deferred.borrow_mut().pop_due(now_micros());
+        for (domain, job) in due {
+            ctx.shared.ready.push(&domain, job);
+        }
+        for queue in ctx.shared.ready.busy() {
+            let policy = ctx.shared.policy(&queue.domain);
+            // No more connections than jobs: a connection finds work when it starts.
+            let want = u32::try_from(queue.len())
+                .unwrap_or(u32::MAX)
+                .min(policy.max_connections);
+            while queue.connections() < want && queue.try_open_connection(want) {
+                let task = attempt::run(ctx.clone(), queue.clone(), policy.clone());
+                glommio::spawn_local(task).detach();
+            }
+        }
+        if pruned.elapsed() > PRUNE_EVERY {
+            ctx.reader.prune();
+            pruned = Instant::now();
+        }
+        future::or(glommio::timer::sleep(TICK), ctx.stop.wait()).await;
+    }
+}
