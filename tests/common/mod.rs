@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
+pub mod sink;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,373 @@
+//! Delivery end to end: Python's smtplib sends to pigeon; pigeon looks up MX records on a
+//! real DNS server (hickory-server) and delivers to real SMTP sinks (aiosmtpd) on
+//! 127.0.0.x addresses; outcomes are checked at the sinks, in the delivery log and in the
+//! queue.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::dns::{a, mx, DnsServer};
+use common::sink::Sink;
+use common::{python, queued_id, Client, Pigeon};
+
+/// Port the sinks listen on (pigeon's `delivery.port`).
+const SMTP: u16 = 2600;
+
+fn at(ip: &str) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), SMTP)
+}
+
+/// pigeon configured to resolve through `dns` and deliver to port [`SMTP`].
+fn pigeon(ip: &str, dns: &DnsServer, extra: &str) -> Pigeon {
+    let config = format!(
+        "[dns]\nnameservers = [\"{}\"]\n\n[delivery]\nport = {SMTP}\nretry = [\"1s\"]\n\n\
+         [domain.default]\nmax_connections = 4\n\n{extra}",
+        dns.addr
+    );
+    Pigeon::start(ip, "", &config)
+}
+
+fn smtplib_send(pigeon: &Pigeon, from: &str, to: &[&str], content: &str) -> String {
+    let script = r#"
+import smtplib, sys
+host, port, sender, content = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rcpts = sys.argv[5:]
+s = smtplib.SMTP(host, port, timeout=30)
+s.ehlo("client.test")
+code, text = s.mail(sender)
+assert code == 250, text
+for r in rcpts:
+    code, text = s.rcpt(r)
+    assert code == 250, (r, code, text)
+code, text = s.data(content.encode())
+assert code == 250, text
+print(text.decode().split()[-1])
+s.quit()
+"#;
+    let port = pigeon.addr.port().to_string();
+    let ip = pigeon.addr.ip().to_string();
+    let mut args = vec![ip.as_str(), port.as_str(), from, content];
+    args.extend_from_slice(to);
+    python(script, &args).trim().to_owned()
+}
+
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn log_events(pigeon: &Pigeon) -> Vec<serde_json::Value> {
+    pigeon
+        .delivery_log()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("delivery log line is JSON"))
+        .collect()
+}
+
+fn segment_count(pigeon: &Pigeon) -> usize {
+    walk(&pigeon.spool())
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .map(|p| {
+                    if p.is_dir() {
+                        walk(&p)
+                    } else {
+                        usize::from(p.extension().is_some_and(|e| e == "seg"))
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn mail_reaches_the_preferred_mx_intact_and_the_spool_drains() {
+    let dns = DnsServer::start(
+        "127.0.53.41",
+        "test.",
+        vec![
+            mx("dest.test.", 10, "mx1.dest.test."),
+            mx("dest.test.", 20, "mx2.dest.test."),
+            a("mx1.dest.test.", "127.0.0.42"),
+            a("mx2.dest.test.", "127.0.0.43"),
+        ],
+    );
+    let preferred = Sink::start(&[(at("127.0.0.42"), "accept")]);
+    let backup = Sink::start(&[(at("127.0.0.43"), "accept")]);
+    let mut pigeon = pigeon("127.0.0.41", &dns, "");
+    let content =
+        "From: a@src.test\r\nSubject: relayed\r\n\r\nline one\r\n.line with a dot\r\n\r\nend\r\n";
+    let id = smtplib_send(
+        &pigeon,
+        "a@src.test",
+        &["b@dest.test", "c@Dest.Test"],
+        content,
+    );
+
+    let t = preferred.wait_for(Duration::from_secs(20), |t| !t.is_empty());
+    assert_eq!(t.len(), 1, "both recipients in one transaction");
+    assert_eq!(t[0].mail_from, "a@src.test");
+    assert_eq!(t[0].rcpt_tos, vec!["b@dest.test", "c@Dest.Test"]);
+    let received = String::from_utf8(t[0].data.clone()).unwrap();
+    assert!(
+        received.starts_with("Received: from client.test"),
+        "{received}"
+    );
+    assert!(received.contains(&format!("id {id}")), "{received}");
+    assert!(
+        received.ends_with(content),
+        "body changed in transit:\n{received}"
+    );
+    assert!(backup.transactions().is_empty());
+
+    wait_until(Duration::from_secs(10), "delivered events", || {
+        log_events(&pigeon)
+            .iter()
+            .filter(|e| e["event"] == "delivered")
+            .count()
+            == 2
+    });
+    let events = log_events(&pigeon);
+    let delivered: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "delivered")
+        .collect();
+    assert!(delivered
+        .iter()
+        .all(|e| e["id"] == id.as_str() && e["host"] == "mx1.dest.test"));
+    assert!(delivered[0]["reply"].as_str().unwrap().starts_with("250"));
+    // The drained segment is sealed and deleted after the committer's idle check.
+    wait_until(Duration::from_secs(10), "the spool to drain", || {
+        segment_count(&pigeon) == 0
+    });
+    assert!(pigeon.stop().success());
+    assert!(pigeon.queued_ids().is_empty(), "{}", pigeon.queue_list());
+}
+
+#[test]
+fn a_mailing_list_arrives_once_per_recipient_within_transaction_limits() {
+    // 100 domains, MX hosts spread over four sink addresses; one domain holds 40%.
+    let mut records = Vec::new();
+    for d in 0..100 {
+        records.push(mx(&format!("d{d}.test."), 10, &format!("mx.d{d}.test.")));
+        records.push(a(
+            &format!("mx.d{d}.test."),
+            &format!("127.0.0.{}", 51 + d % 4),
+        ));
+    }
+    let dns = DnsServer::start("127.0.53.50", "test.", records);
+    let sink = Sink::start(
+        &(51..55)
+            .map(|i| (at(&format!("127.0.0.{i}")), "accept"))
+            .collect::<Vec<_>>(),
+    );
+    let mut pigeon = pigeon("127.0.0.50", &dns, "[limits]\nmax_recipients = 10000\n");
+    let recipients: Vec<String> = (0..10_000)
+        .map(|i| {
+            if i < 4000 {
+                format!("u{i}@d0.test")
+            } else {
+                format!("u{i}@d{}.test", 1 + i % 99)
+            }
+        })
+        .collect();
+
+    // One message, 10,000 recipients, sent with PIPELINING in one write.
+    let mut c = Client::greeted(pigeon.addr);
+    assert_eq!(c.cmd("EHLO list.test").code, 250);
+    let mut batch = String::from("MAIL FROM:<list@src.test>\r\n");
+    for r in &recipients {
+        batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
+    }
+    batch.push_str("DATA\r\n");
+    c.send(batch.as_bytes());
+    for _ in 0..=recipients.len() {
+        assert_eq!(c.reply().code, 250);
+    }
+    assert_eq!(c.reply().code, 354);
+    c.send(b"Subject: newsletter\r\n\r\nHello list\r\n.\r\n");
+    let id = queued_id(&c.reply());
+
+    let t = sink.wait_for(Duration::from_secs(120), |t| {
+        t.iter().map(|t| t.rcpt_tos.len()).sum::<usize>() >= recipients.len()
+    });
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for tx in &t {
+        assert!(
+            tx.rcpt_tos.len() <= 100,
+            "transaction with {} recipients",
+            tx.rcpt_tos.len()
+        );
+        assert!(String::from_utf8_lossy(&tx.data).contains(&format!("id {id}")));
+        for r in &tx.rcpt_tos {
+            *seen.entry(r.as_str()).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), recipients.len());
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a recipient got the message twice"
+    );
+    // Connections are reused: d0.test alone needs 40 transactions.
+    let connections = sink.connections();
+    assert!(
+        connections < t.len(),
+        "{connections} connections for {} transactions",
+        t.len()
+    );
+    assert!(pigeon.stop().success());
+}
+
+#[test]
+fn a_451_is_retried_and_a_550_bounces_to_the_sender_as_a_dsn() {
+    let dns = DnsServer::start(
+        "127.0.53.60",
+        "test.",
+        vec![
+            a("later.test.", "127.0.0.61"),
+            a("nobody.test.", "127.0.0.62"),
+            a("src.test.", "127.0.0.63"),
+        ],
+    );
+    let later = Sink::start(&[(at("127.0.0.61"), "tempfail-once")]);
+    let nobody = Sink::start(&[(at("127.0.0.62"), "reject")]);
+    let sender_mx = Sink::start(&[(at("127.0.0.63"), "accept")]);
+    let mut pigeon = pigeon("127.0.0.60", &dns, "");
+    let content =
+        "From: me@src.test\r\nSubject: hello there\r\nMessage-ID: <orig@src.test>\r\n\r\nbody\r\n";
+    let id = smtplib_send(
+        &pigeon,
+        "me@src.test",
+        &["x@later.test", "y@nobody.test"],
+        content,
+    );
+
+    // 451 first, then delivered on the retry a second later.
+    let t = later.wait_for(Duration::from_secs(30), |t| !t.is_empty());
+    assert_eq!(t[0].rcpt_tos, vec!["x@later.test"]);
+    // The 550 comes back to the sender's own MX as an RFC 3464 report.
+    let dsn = sender_mx.wait_for(Duration::from_secs(30), |t| !t.is_empty());
+    assert_eq!(dsn[0].mail_from, "<>", "a DSN has the null sender");
+    assert_eq!(dsn[0].rcpt_tos, vec!["me@src.test"]);
+    assert!(nobody.transactions().is_empty());
+    let checked = python(
+        r#"
+import email, email.policy, sys
+msg = email.message_from_bytes(open(sys.argv[1], "rb").read(), policy=email.policy.default)
+assert msg.get_content_type() == "multipart/report", msg.get_content_type()
+assert msg.get_param("report-type") == "delivery-status"
+parts = list(msg.iter_parts())
+status = parts[1]
+assert status.get_content_type() == "message/delivery-status"
+groups = [g for g in status.get_payload()]
+rcpt = groups[1]
+print(rcpt["Final-Recipient"], "|", rcpt["Action"], "|", rcpt["Status"], "|", rcpt["Diagnostic-Code"])
+print(parts[2].get_content_type(), "|", "Subject: hello there" in parts[2].as_string())
+"#,
+        &[sender_mx.dir.path().join("msg-1.eml").to_str().unwrap()],
+    );
+    let lines: Vec<&str> = checked.lines().collect();
+    let fields: Vec<&str> = lines[0].split(" | ").collect();
+    assert_eq!(fields[0], "rfc822; y@nobody.test");
+    assert_eq!(fields[1], "failed");
+    assert_eq!(fields[2], "5.1.1");
+    assert!(fields[3].starts_with("smtp; 550 5.1.1"), "{}", fields[3]);
+    assert_eq!(lines[1], "text/rfc822-headers | True");
+
+    wait_until(
+        Duration::from_secs(10),
+        "the log to show every outcome",
+        || {
+            let e = log_events(&pigeon);
+            ["deferred", "delivered", "bounced"]
+                .iter()
+                .all(|k| e.iter().any(|x| x["event"] == *k && x["id"] == id.as_str()))
+        },
+    );
+    assert!(pigeon.stop().success());
+}
+
+#[test]
+fn null_mx_nxdomain_unreachable_and_expiry_each_get_their_outcome() {
+    let dns = DnsServer::start(
+        "127.0.53.70",
+        "test.",
+        vec![
+            mx("nullmx.test.", 0, "."),
+            a("refused.test.", "127.0.0.72"),
+            a("src.test.", "127.0.0.71"),
+        ],
+    );
+    let sender_mx = Sink::start(&[(at("127.0.0.71"), "accept")]);
+    // Nothing listens on 127.0.0.72: every connection is refused. The retry schedule is
+    // 1s and messages expire after 3s.
+    let mut pigeon = pigeon("127.0.0.70", &dns, "");
+    pigeon.stop();
+    let config_path = pigeon.dir.path().join("pigeon.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        config.replace("retry = [\"1s\"]", "retry = [\"1s\"]\nmax_age = \"3s\""),
+    )
+    .unwrap();
+    pigeon.restart();
+    let id = smtplib_send(
+        &pigeon,
+        "me@src.test",
+        &["a@nullmx.test", "b@missing.test", "c@refused.test"],
+        "Subject: edges\r\n\r\nbody\r\n",
+    );
+    let dsns = sender_mx.wait_for(Duration::from_secs(30), |t| {
+        t.iter()
+            .flat_map(|t| std::str::from_utf8(&t.data))
+            .filter(|d| d.contains("Final-Recipient"))
+            .count()
+            >= 3
+    });
+    let all: String = dsns
+        .iter()
+        .map(|t| String::from_utf8_lossy(&t.data).into_owned())
+        .collect();
+    for (rcpt, status) in [
+        ("a@nullmx.test", "5.1.10"),
+        ("b@missing.test", "5.1.2"),
+        ("c@refused.test", "4.4.7"),
+    ] {
+        let group = all
+            .split("Final-Recipient: rfc822; ")
+            .find(|g| g.starts_with(rcpt))
+            .unwrap_or_else(|| panic!("no report for {rcpt}:\n{all}"));
+        assert!(
+            group.contains(&format!("Status: {status}")),
+            "{rcpt} should be {status}:\n{group}"
+        );
+    }
+    let events = log_events(&pigeon);
+    let of = |r: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["recipient"] == r && e["id"] == id.as_str())
+            .map(|e| e["event"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(of("a@nullmx.test"), vec!["bounced"]);
+    assert_eq!(of("b@missing.test"), vec!["bounced"]);
+    let refused = of("c@refused.test");
+    assert!(
+        refused.len() >= 2 && refused[..refused.len() - 1].iter().all(|e| e == "deferred"),
+        "{refused:?}"
+    );
+    assert_eq!(refused.last().unwrap(), "expired");
+    assert!(pigeon.stop().success());
+}
