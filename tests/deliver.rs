@@ -371,3 +371,50 @@ fn null_mx_nxdomain_unreachable_and_expiry_each_get_their_outcome() {
     assert_eq!(refused.last().unwrap(), "expired");
     assert!(pigeon.stop().success());
 }
+
+#[test]
+fn kill_9_while_delivering_then_every_recipient_arrives_and_the_spool_empties() {
+    let dns = DnsServer::start("127.0.53.80", "test.", vec![a("slow.test.", "127.0.0.81")]);
+    let sink = Sink::start(&[(at("127.0.0.81"), "accept")]);
+    // A rate limit keeps delivery going long enough to be interrupted.
+    let mut pigeon = pigeon(
+        "127.0.0.80",
+        &dns,
+        "[domain.\"slow.test\"]\nrate = \"100/s\"\n",
+    );
+    let total = 300;
+    let mut c = Client::greeted(pigeon.addr);
+    assert_eq!(c.cmd("EHLO c").code, 250);
+    for i in 0..total {
+        let r = c.send_message(
+            "s@src.test",
+            &[&format!("r{i}@slow.test")],
+            format!("Subject: {i}\r\n\r\nbody {i}\r\n").as_bytes(),
+        );
+        queued_id(&r);
+    }
+    sink.wait_for(Duration::from_secs(30), |t| t.len() >= 30);
+    pigeon.kill9();
+    let before = sink.transactions().len();
+    assert!(before < total, "the kill came after delivery had finished");
+
+    pigeon.restart();
+    let t = sink.wait_for(Duration::from_secs(60), |t| {
+        let unique: std::collections::HashSet<&String> =
+            t.iter().flat_map(|t| &t.rcpt_tos).collect();
+        unique.len() >= total
+    });
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for r in t.iter().flat_map(|t| &t.rcpt_tos) {
+        *seen.entry(r.as_str()).or_default() += 1;
+    }
+    assert!((0..total).all(|i| seen.contains_key(format!("r{i}@slow.test").as_str())));
+    // At least once: only deliveries cut off by the kill may repeat.
+    let repeats: usize = seen.values().map(|n| n - 1).sum();
+    assert!(repeats <= 8, "{repeats} repeated deliveries");
+    wait_until(Duration::from_secs(20), "the spool to drain", || {
+        segment_count(&pigeon) == 0
+    });
+    assert!(pigeon.stop().success());
+    assert!(pigeon.queued_ids().is_empty(), "{}", pigeon.queue_list());
+}
