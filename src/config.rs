@@ -287,6 +287,10 @@ pub struct DeliveryConfig {
     /// Undelivered this long after arrival: bounce.
     #[serde(deserialize_with = "duration")]
     pub max_age: Duration,
+    /// Still undelivered this long after arrival: recipients that asked for it
+    /// (NOTIFY=DELAY, RFC 3461) get a delay notice.
+    #[serde(deserialize_with = "duration")]
+    pub delay_warning: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -298,6 +302,7 @@ impl Default for DeliveryConfig {
                 .map(|m| Duration::from_secs(m * 60))
                 .collect(),
             max_age: Duration::from_secs(5 * 86_400),
+            delay_warning: Duration::from_secs(4 * 3600),
         }
     }
 }

@@ -200,18 +200,24 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
                 RecipientState::Done(_) => None,
             })
             .collect();
-        let message = Arc::new(QueuedMessage::new(
-            m.id,
-            m.segment,
-            m.offset,
-            m.received_micros,
-            m.sender.clone(),
-            m.recipients.clone(),
-            m.smtputf8,
-            m.eight_bit,
-            m.size,
-            pending.len(),
-        ));
+        let message = Arc::new(
+            QueuedMessage::new(
+                m.id,
+                m.segment,
+                m.offset,
+                m.received_micros,
+                m.sender.clone(),
+                m.recipients.clone(),
+                m.smtputf8,
+                m.eight_bit,
+                m.size,
+                pending.len(),
+            )
+            .with_dsn(
+                &m.mail_params,
+                m.recipient_params.iter().map(String::as_str),
+            ),
+        );
         for s in &m.outcome_segments {
             message.add_outcome_segment(*s);
         }

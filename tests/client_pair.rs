@@ -158,6 +158,8 @@ fn envelope(sender: &str, recipients: &[&str], size: usize) -> Envelope {
         size: size as u64,
         needs_8bit: false,
         needs_smtputf8: false,
+        mail_dsn: String::new(),
+        rcpt_dsn: Vec::new(),
     }
 }
 

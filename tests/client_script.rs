@@ -79,6 +79,8 @@ fn envelope(recipients: &[&str]) -> Envelope {
         size: 100,
         needs_8bit: false,
         needs_smtputf8: false,
+        mail_dsn: String::new(),
+        rcpt_dsn: Vec::new(),
     }
 }
 

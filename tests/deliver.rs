@@ -418,3 +418,113 @@ fn kill_9_while_delivering_then_every_recipient_arrives_and_the_spool_empties() 
     assert!(pigeon.stop().success());
     assert!(pigeon.queued_ids().is_empty(), "{}", pigeon.queue_list());
 }
+
+/// RFC 3461: NOTIFY, RET, ENVID and ORCPT are honoured when pigeon reports (the sinks do
+/// not offer DSN, so pigeon itself reports success as "relayed").
+#[test]
+fn dsn_parameters_choose_which_reports_are_sent() {
+    let dns = DnsServer::start(
+        "127.0.53.90",
+        "test.",
+        vec![
+            a("ok.test.", "127.0.0.91"),
+            a("no.test.", "127.0.0.92"),
+            a("slow.test.", "127.0.0.93"),
+            a("src.test.", "127.0.0.94"),
+        ],
+    );
+    let _ok = Sink::start(&[(at("127.0.0.91"), "accept")]);
+    let _no = Sink::start(&[(at("127.0.0.92"), "reject")]);
+    let _slow = Sink::start(&[(at("127.0.0.93"), "tempfail-once")]);
+    let sender_mx = Sink::start(&[(at("127.0.0.94"), "accept")]);
+    let mut pigeon = pigeon("127.0.0.90", &dns, "");
+    pigeon.stop();
+    let config_path = pigeon.dir.path().join("pigeon.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        config.replace(
+            "retry = [\"1s\"]",
+            "retry = [\"1s\"]\ndelay_warning = \"0s\"",
+        ),
+    )
+    .unwrap();
+    pigeon.restart();
+    let script = r#"
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30)
+s.ehlo("client.test")
+assert s.has_extn("dsn")
+assert s.mail("me@src.test", ["RET=FULL", "ENVID=abc+2B123"])[0] == 250
+assert s.rcpt("happy@ok.test", ["NOTIFY=SUCCESS", "ORCPT=rfc822;alias@ok.test"])[0] == 250
+assert s.rcpt("quiet@no.test", ["NOTIFY=NEVER"])[0] == 250
+assert s.rcpt("loud@no.test", ["NOTIFY=FAILURE"])[0] == 250
+assert s.rcpt("patient@slow.test", ["NOTIFY=DELAY,FAILURE"])[0] == 250
+assert s.rcpt("default@ok.test")[0] == 250
+code, text = s.data(b"Subject: dsn test\r\n\r\nthe body\r\n")
+assert code == 250, text
+assert s.mail("me@src.test", ["RET=ALL"])[0] == 501
+s.rset()
+assert s.mail("me@src.test")[0] == 250
+assert s.rcpt("x@ok.test", ["NOTIFY=SOMETIMES"])[0] == 501
+s.quit()
+"#;
+    python(
+        script,
+        &[
+            &pigeon.addr.ip().to_string(),
+            &pigeon.addr.port().to_string(),
+        ],
+    );
+    let reports = sender_mx.wait_for(Duration::from_secs(30), |t| t.len() >= 3);
+    std::thread::sleep(Duration::from_secs(2));
+    let reports = if sender_mx.transactions().len() > reports.len() {
+        sender_mx.transactions()
+    } else {
+        reports
+    };
+    assert_eq!(
+        reports.len(),
+        3,
+        "one relayed, one failed, one delayed report"
+    );
+    let summary = python(
+        r#"
+import email, email.policy, sys
+for path in sys.argv[1:]:
+    msg = email.message_from_bytes(open(path, "rb").read(), policy=email.policy.default)
+    parts = list(msg.iter_parts())
+    groups = parts[1].get_payload()
+    for g in groups[1:]:
+        print(g["Final-Recipient"], g["Action"], g["Status"], g["Original-Recipient"], groups[0]["Original-Envelope-Id"], parts[2].get_content_type())
+"#,
+        &reports
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                sender_mx
+                    .dir
+                    .path()
+                    .join(format!("msg-{}.eml", i + 1))
+                    .to_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let mut lines: Vec<&str> = summary.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            "rfc822; happy@ok.test relayed 2.0.0 rfc822; alias@ok.test abc+123 text/rfc822-headers",
+            "rfc822; loud@no.test failed 5.1.1 None abc+123 message/rfc822",
+            "rfc822; patient@slow.test delayed 4.3.0 None abc+123 text/rfc822-headers",
+        ],
+        "{summary}"
+    );
+    assert!(pigeon.stop().success());
+}

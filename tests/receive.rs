@@ -318,6 +318,14 @@ fn cases() -> Vec<Case> {
             format!("{E}MAIL FROM:<a@x.test> BODY=BINARYMIME\r\n"),
             &[250, 555],
         ),
+        case("DSN NOTIFY with a bad value", format!("{E}{M}RCPT TO:<b@y.test> NOTIFY=SOMETIMES\r\n"), &[250, 250, 501]),
+        case("DSN RET with a bad value", format!("{E}MAIL FROM:<a@x.test> RET=ALL\r\n"), &[250, 501]),
+        case("DSN ORCPT without an address type", format!("{E}{M}RCPT TO:<b@y.test> ORCPT=b@y.test\r\n"), &[250, 250, 501]),
+        case(
+            "DSN parameters accepted",
+            format!("{E}MAIL FROM:<a@x.test> RET=HDRS ENVID=x1\r\nRCPT TO:<b@y.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;b@y.test\r\n"),
+            &[250, 250, 250],
+        ),
         case(
             "unknown RCPT parameter",
             format!("{E}{M}RCPT TO:<b@y.test> FOO=1\r\n"),

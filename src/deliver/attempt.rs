@@ -104,12 +104,21 @@ async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy)
             size: job.message.size,
             needs_8bit: job.message.eight_bit,
             needs_smtputf8: job.message.smtputf8,
+            mail_dsn: job.message.mail_dsn.to_params(),
+            rcpt_dsn: if job.message.rcpt_dsn.is_empty() {
+                Vec::new()
+            } else {
+                job.recipients
+                    .iter()
+                    .map(|&i| job.message.recipient_dsn(i).to_params())
+                    .collect()
+            },
         };
         let indices = job.recipients.clone();
         match conn.send(envelope, content.bytes()).await {
             Ok(results) => {
                 let results = results.into_iter().map(|(i, r)| (indices[i], r)).collect();
-                settle(ctx, job, Some(&host), results).await;
+                settle(ctx, job, Some(&host), conn.offers_dsn(), results).await;
             }
             Err((reply, pending)) => {
                 // Recipients the server had already answered for are decided by those
@@ -123,7 +132,7 @@ async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy)
                     .into_iter()
                     .map(|i| (indices[i], reply.clone()))
                     .collect();
-                settle(ctx, job, Some(&host), results).await;
+                settle(ctx, job, Some(&host), conn.offers_dsn(), results).await;
                 return;
             }
         }
@@ -154,5 +163,5 @@ async fn take(ctx: &ShardContext, queue: &DomainQueue) -> Option<Job> {
 
 async fn fail(ctx: &ShardContext, job: Job, host: Option<&str>, reply: Reply) {
     let results = job.recipients.iter().map(|&i| (i, reply.clone())).collect();
-    settle(ctx, job, host, results).await;
+    settle(ctx, job, host, false, results).await;
 }

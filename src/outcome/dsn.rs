@@ -47,6 +47,9 @@ pub enum Action {
     Failed,
     /// Not delivered yet; pigeon keeps trying, and a later DSN may follow.
     Delayed,
+    /// Handed to a next hop that does not offer DSN, for a recipient that asked to hear
+    /// of success (RFC 3461 §6.2.7: no further notice can follow).
+    Relayed,
 }
 
 impl Action {
@@ -55,6 +58,7 @@ impl Action {
         match self {
             Action::Failed => "failed",
             Action::Delayed => "delayed",
+            Action::Relayed => "relayed",
         }
     }
 }
@@ -164,8 +168,14 @@ pub fn build(report: &Report, message_id: &str, now_unix: u64) -> Vec<u8> {
     }
     let subject = if report.recipients.iter().any(|r| r.action == Action::Failed) {
         SUBJECT_FAILED
-    } else {
+    } else if report
+        .recipients
+        .iter()
+        .any(|r| r.action == Action::Delayed)
+    {
         SUBJECT_DELAYED
+    } else {
+        SUBJECT_RELAYED
     };
     let _ = write!(head, "Subject: {subject}\r\n");
     let mid = clean(message_id.trim(), Charset::Ascii, '?', MAX_FIELD);
@@ -251,6 +261,9 @@ const SUBJECT_FAILED: &str = "Undelivered Mail Returned to Sender";
 /// Subject when every recipient reported on is only delayed.
 const SUBJECT_DELAYED: &str = "Delayed Mail (still being retried)";
 
+/// Subject of a report that only tells of successful relaying.
+const SUBJECT_RELAYED: &str = "Successful Mail Delivery Report";
+
 /// Lines are folded before this column where they can be (RFC 5322 §2.1.1: SHOULD be no
 /// more than 78 characters).
 const WRAP: usize = 78;
@@ -300,6 +313,24 @@ fn notification(report: &Report, charset: Charset) -> String {
         );
         t.push_str("\r\n");
         for r in failed {
+            recipient_line(&mut t, r, charset);
+        }
+        t.push_str("\r\n");
+    }
+    let relayed = report
+        .recipients
+        .iter()
+        .filter(|r| r.action == Action::Relayed);
+    if relayed.clone().next().is_some() {
+        fold(
+            &mut t,
+            "",
+            "Your message was relayed to the recipients below, as you asked to be told. The \
+             next mail system does not report delivery status, so no further notice will \
+             follow.",
+        );
+        t.push_str("\r\n");
+        for r in relayed {
             recipient_line(&mut t, r, charset);
         }
         t.push_str("\r\n");

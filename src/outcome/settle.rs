@@ -5,6 +5,7 @@
 //! The spool comes first so that a crash between deciding and acting repeats the action
 //! (a second log line, a second DSN) rather than forgetting it: at least once, never zero.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,8 +36,15 @@ struct Decided {
 }
 
 /// Records and acts on the results of one attempt at `job`: one reply per recipient
-/// (index into the message's recipients). `host` is the server that answered, if any.
-pub async fn settle(ctx: &ShardContext, job: Job, host: Option<&str>, results: Vec<(u32, Reply)>) {
+/// (index into the message's recipients). `host` is the server that answered, if any;
+/// `next_hop_dsn` says whether it offered DSN and so took over notifications (RFC 3461).
+pub async fn settle(
+    ctx: &ShardContext,
+    job: Job,
+    host: Option<&str>,
+    next_hop_dsn: bool,
+    results: Vec<(u32, Reply)>,
+) {
     if results.is_empty() {
         return;
     }
@@ -95,8 +103,9 @@ pub async fn settle(ctx: &ShardContext, job: Job, host: Option<&str>, results: V
 
     let delay = Duration::from_micros(now.saturating_sub(message.received_micros));
     let mut deferred = Vec::new();
-    let mut failed = Vec::new();
+    let mut notices = Vec::new();
     let mut finals = 0;
+    let warn_delay = delay >= delivery.delay_warning;
     for d in &decided {
         let reply = d.reply.to_string();
         let event = match d.kind {
@@ -117,12 +126,31 @@ pub async fn settle(ctx: &ShardContext, job: Job, host: Option<&str>, results: V
             next_attempt_micros: (d.kind == OutcomeKind::Deferred).then_some(d.next_attempt_micros),
             ..LogEvent::default()
         });
+        let notify = message.recipient_dsn(d.index).notify();
         match d.kind {
-            OutcomeKind::Deferred => deferred.push(d.index),
-            OutcomeKind::Delivered => finals += 1,
+            OutcomeKind::Deferred => {
+                deferred.push(d.index);
+                // Only when asked for, and once per message (RFC 3461 §4.1 leaves delay
+                // notices to the MTA).
+                let asked = message
+                    .recipient_dsn(d.index)
+                    .notify
+                    .is_some_and(|n| n.delay);
+                if asked && warn_delay && !message.delay_notified.swap(true, Ordering::AcqRel) {
+                    notices.push((d, Action::Delayed));
+                }
+            }
+            OutcomeKind::Delivered => {
+                finals += 1;
+                if notify.success && !next_hop_dsn {
+                    notices.push((d, Action::Relayed));
+                }
+            }
             OutcomeKind::Bounced | OutcomeKind::Expired => {
                 finals += 1;
-                failed.push(d);
+                if notify.failure {
+                    notices.push((d, Action::Failed));
+                }
             }
         }
     }
@@ -142,8 +170,8 @@ pub async fn settle(ctx: &ShardContext, job: Job, host: Option<&str>, results: V
             .borrow_mut()
             .insert(due.unwrap_or(now), domain, retry);
     }
-    if !failed.is_empty() {
-        bounce(ctx, message, &failed, host, now).await;
+    if !notices.is_empty() {
+        notify(ctx, message, &notices, host, now).await;
     }
     if let Some(segments) = message.finish_recipients(finals) {
         for s in segments {
@@ -160,14 +188,15 @@ pub async fn expire(ctx: &ShardContext, job: Job) {
         "Message expired: delivery time exceeded",
     );
     let results = job.recipients.iter().map(|&i| (i, reply.clone())).collect();
-    settle(ctx, job, None, results).await;
+    settle(ctx, job, None, false, results).await;
 }
 
-/// Sends the sender an RFC 3464 bounce for `failed` recipients, unless it is `<>`.
-async fn bounce(
+/// Sends the sender an RFC 3464 report about `notices` (failed, delayed or relayed
+/// recipients), unless the sender is `<>`.
+async fn notify(
     ctx: &ShardContext,
     message: &Arc<QueuedMessage>,
-    failed: &[&Decided],
+    notices: &[(&Decided, Action)],
     host: Option<&str>,
     now: u64,
 ) {
@@ -181,35 +210,46 @@ async fn bounce(
             Vec::new()
         }
     };
-    let diagnostics: Vec<String> = failed.iter().map(|d| d.reply.to_string()).collect();
-    let recipients = failed
+    let diagnostics: Vec<String> = notices.iter().map(|(d, _)| d.reply.to_string()).collect();
+    let dsn_params: Vec<_> = notices
+        .iter()
+        .map(|(d, _)| message.recipient_dsn(d.index))
+        .collect();
+    let retry_until =
+        (message.received_micros / 1_000_000) + ctx.shared.config.delivery.max_age.as_secs();
+    let any_failed = notices.iter().any(|(_, a)| *a == Action::Failed);
+    let recipients = notices
         .iter()
         .zip(&diagnostics)
-        .map(|(d, diagnostic)| RecipientReport {
+        .zip(&dsn_params)
+        .map(|(((d, action), diagnostic), params)| RecipientReport {
             recipient: &message.recipients[d.index as usize],
-            original_recipient: None,
-            action: Action::Failed,
-            status: match d.kind {
-                OutcomeKind::Expired => Enhanced(4, 4, 7),
+            original_recipient: params.orcpt.as_deref(),
+            action: *action,
+            status: match (action, d.kind) {
+                (_, OutcomeKind::Expired) => Enhanced(4, 4, 7),
+                (Action::Relayed, _) => d.reply.enhanced.unwrap_or(Enhanced(2, 0, 0)),
+                (Action::Delayed, _) => d.reply.enhanced.unwrap_or(Enhanced(4, 0, 0)),
                 _ => d.reply.enhanced.unwrap_or(Enhanced(5, 0, 0)),
             },
             remote_mta: host,
             diagnostic: Some(diagnostic),
             last_attempt_unix: Some(now / 1_000_000),
-            will_retry_until_unix: None,
+            will_retry_until_unix: (*action == Action::Delayed).then_some(retry_until),
         })
         .collect();
     let hostname = &ctx.session.hostname;
     let id = message.id.to_string();
     let report = Report {
         reporting_mta: hostname,
-        envelope_id: None,
+        envelope_id: message.mail_dsn.envid.as_deref(),
         arrival_unix: message.received_micros / 1_000_000,
         queue_id: &id,
         sender: &message.sender,
         recipients,
         original: &original,
-        return_full: false,
+        // The whole message goes back only in a failure report for RET=FULL (RFC 3461 §4.3).
+        return_full: any_failed && message.mail_dsn.ret_full == Some(true),
     };
     let dsn_id = ctx.spool.next_id();
     let content = dsn::build(

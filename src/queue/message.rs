@@ -4,11 +4,12 @@
 //! made from it, whichever shard runs them. The content stays in the spool segment; jobs
 //! carry the record's location, never the body (STYLE.md: stages pass references).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam::queue::SegQueue;
 
+use crate::smtp::dsn::{MailDsn, RcptDsn};
 use crate::spool::record::MessageId;
 use crate::spool::replay::SegmentKey;
 
@@ -37,6 +38,12 @@ pub struct QueuedMessage {
     remaining: AtomicUsize,
     /// Segments holding outcome records about this message, one entry per record.
     outcome_segments: SegQueue<SegmentKey>,
+    /// RET and ENVID (RFC 3461).
+    pub mail_dsn: MailDsn,
+    /// NOTIFY and ORCPT per recipient; empty when no recipient gave any.
+    pub rcpt_dsn: Vec<RcptDsn>,
+    /// A delay notice was sent for this message (one per message is enough).
+    pub delay_notified: AtomicBool,
 }
 
 impl QueuedMessage {
@@ -66,7 +73,32 @@ impl QueuedMessage {
             size,
             remaining: AtomicUsize::new(pending),
             outcome_segments: SegQueue::new(),
+            mail_dsn: MailDsn::default(),
+            rcpt_dsn: Vec::new(),
+            delay_notified: AtomicBool::new(false),
         }
+    }
+
+    /// Adds the DSN parameters from the stored MAIL and RCPT parameter strings.
+    pub fn with_dsn<'a>(
+        mut self,
+        mail_params: &str,
+        rcpt_params: impl Iterator<Item = &'a str>,
+    ) -> QueuedMessage {
+        self.mail_dsn = MailDsn::from_params(mail_params);
+        let rcpt: Vec<RcptDsn> = rcpt_params.map(RcptDsn::from_params).collect();
+        if rcpt.iter().any(|r| *r != RcptDsn::default()) {
+            self.rcpt_dsn = rcpt;
+        }
+        self
+    }
+
+    /// The DSN parameters of recipient `index`.
+    pub fn recipient_dsn(&self, index: u32) -> RcptDsn {
+        self.rcpt_dsn
+            .get(index as usize)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Notes that an outcome record about this message was written to `segment`.

@@ -163,22 +163,28 @@ async fn store(
     );
     let location = ctx.spool.append(vec![head, received, body], 1).await?;
     let sender = envelope.sender.as_ref().map_or("", |s| s.as_str());
-    let message = Arc::new(QueuedMessage::new(
-        id,
-        location.segment,
-        location.offset,
-        received_micros,
-        sender.to_owned(),
-        envelope
-            .recipients
-            .iter()
-            .map(|r| r.mailbox.as_str().to_owned())
-            .collect(),
-        envelope.smtputf8,
-        eight_bit,
-        size,
-        envelope.recipients.len(),
-    ));
+    let message = Arc::new(
+        QueuedMessage::new(
+            id,
+            location.segment,
+            location.offset,
+            received_micros,
+            sender.to_owned(),
+            envelope
+                .recipients
+                .iter()
+                .map(|r| r.mailbox.as_str().to_owned())
+                .collect(),
+            envelope.smtputf8,
+            eight_bit,
+            size,
+            envelope.recipients.len(),
+        )
+        .with_dsn(
+            &envelope.mail_params,
+            envelope.recipients.iter().map(|r| r.params.as_str()),
+        ),
+    );
     ctx.shared.enqueue(
         &message,
         (0..envelope.recipients.len() as u32).map(|i| (i, 0)),

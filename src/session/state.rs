@@ -27,6 +27,7 @@ use crate::session::data::{BdatEncoder, DataScanner};
 use crate::session::envelope::{Envelope, Recipient};
 use crate::smtp::address::{parse_mailbox, AddressError, Mailbox};
 use crate::smtp::command::{params, Command};
+use crate::smtp::dsn;
 use crate::smtp::reply::{replies, Enhanced, Reply};
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
@@ -324,6 +325,7 @@ impl Session {
                 "SMTPUTF8".into(),
                 "ENHANCEDSTATUSCODES".into(),
                 "CHUNKING".into(),
+                "DSN".into(),
             ],
         ));
     }
@@ -354,6 +356,9 @@ impl Session {
                 (b"BODY", Some(v))
                     if v.eq_ignore_ascii_case(b"7BIT") || v.eq_ignore_ascii_case(b"8BITMIME") => {}
                 (b"SMTPUTF8", None) => smtputf8 = true,
+                (b"RET", Some(v)) if dsn::valid_ret(v) => {}
+                (b"ENVID", Some(v)) if dsn::valid_envid(v) => {}
+                (b"RET" | b"ENVID", _) => return self.error(replies::syntax("Bad DSN parameter")),
                 _ => return self.error(replies::bad_parameter("Unsupported MAIL parameter")),
             }
         }
@@ -386,8 +391,16 @@ impl Session {
             return self.error(replies::bad_sequence("RCPT after BDAT"));
         }
         txn.rcpt_tried = true;
-        if params(param_bytes).next().is_some() {
-            return self.error(replies::bad_parameter("Unsupported RCPT parameter"));
+        let extended = self.helo.as_ref().is_some_and(|h| h.1);
+        for p in params(param_bytes) {
+            let reply = match (p.keyword.to_ascii_uppercase().as_slice(), p.value) {
+                _ if !extended => replies::bad_parameter("No parameters after HELO"),
+                (b"NOTIFY", Some(v)) if dsn::Notify::parse(v).is_some() => continue,
+                (b"ORCPT", Some(v)) if dsn::valid_orcpt(v) => continue,
+                (b"NOTIFY" | b"ORCPT", _) => replies::syntax("Bad DSN parameter"),
+                _ => replies::bad_parameter("Unsupported RCPT parameter"),
+            };
+            return self.error(reply);
         }
         let mailbox = match parse_mailbox(path, txn.smtputf8) {
             Ok(m) => m,

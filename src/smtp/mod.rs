@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod command;
+pub mod dsn;
 pub mod reply;
 pub mod response;
 

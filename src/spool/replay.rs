@@ -73,6 +73,8 @@ pub struct SpooledMessage {
     pub sender: String,
     /// The recipients, in record order.
     pub recipients: Vec<String>,
+    /// Each recipient's RCPT parameters (same order).
+    pub recipient_params: Vec<String>,
     /// Each recipient's state (same order).
     pub states: Vec<RecipientState>,
     /// The client used SMTPUTF8.
@@ -142,6 +144,11 @@ pub fn replay(spool: &Path) -> io::Result<Replay> {
                             received_micros: m.received_micros,
                             sender: m.sender.to_owned(),
                             recipients: m.recipients.iter().map(|(r, _)| r.to_string()).collect(),
+                            recipient_params: m
+                                .recipients
+                                .iter()
+                                .map(|(_, p)| p.to_string())
+                                .collect(),
                             states: vec![pending; n],
                             smtputf8: m.smtputf8,
                             eight_bit: m.eight_bit,

@@ -115,6 +115,12 @@ impl Connection {
         }
     }
 
+    /// Whether the server offered DSN (RFC 3461): it then takes over notifications for the
+    /// recipients it accepts.
+    pub fn offers_dsn(&self) -> bool {
+        self.client.extensions().dsn
+    }
+
     /// Says QUIT and closes, waiting at most the QUIT timeout.
     pub async fn quit(mut self) {
         self.client.quit();

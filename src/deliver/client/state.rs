@@ -68,6 +68,11 @@ pub struct Envelope {
     pub needs_8bit: bool,
     /// The message needs SMTPUTF8 (RFC 6531). Non-ASCII in an address implies it anyway.
     pub needs_smtputf8: bool,
+    /// DSN parameters for MAIL (`RET=… ENVID=…`), passed on when the server offers DSN.
+    pub mail_dsn: String,
+    /// DSN parameters for each RCPT (`NOTIFY=… ORCPT=…`), passed on likewise; empty when
+    /// none (or shorter than `recipients`).
+    pub rcpt_dsn: Vec<String>,
 }
 
 /// The service extensions the server offered in its EHLO reply (RFC 5321 §4.1.1.1). After a
@@ -89,6 +94,8 @@ pub struct Extensions {
     pub chunking: bool,
     /// ENHANCEDSTATUSCODES (RFC 2034).
     pub enhanced_status_codes: bool,
+    /// DSN (RFC 3461): the server takes over delivery status notification.
+    pub dsn: bool,
 }
 
 impl Extensions {
@@ -112,6 +119,7 @@ impl Extensions {
                 "STARTTLS" => ext.starttls = true,
                 "CHUNKING" => ext.chunking = true,
                 "ENHANCEDSTATUSCODES" => ext.enhanced_status_codes = true,
+                "DSN" => ext.dsn = true,
                 _ => {}
             }
         }
@@ -676,6 +684,10 @@ impl Client {
         if needs_smtputf8(envelope) {
             params.push_str(" SMTPUTF8");
         }
+        if self.extensions.dsn && !envelope.mail_dsn.is_empty() {
+            params.push(' ');
+            params.push_str(&envelope.mail_dsn);
+        }
         params
     }
 
@@ -717,12 +729,22 @@ impl Client {
                 // with the transaction.
                 let txn = self.txn.as_ref().expect("MAIL/RCPT without transaction");
                 let (verb, path, params) = match step {
-                    Step::Rcpt(i) => ("RCPT TO:<", &txn.envelope.recipients[i], ""),
+                    Step::Rcpt(i) => {
+                        let dsn = txn.envelope.rcpt_dsn.get(i).filter(|_| self.extensions.dsn);
+                        (
+                            "RCPT TO:<",
+                            &txn.envelope.recipients[i],
+                            dsn.map_or("", |d| d.as_str()),
+                        )
+                    }
                     _ => ("MAIL FROM:<", &txn.envelope.sender, &*txn.mail_params),
                 };
                 out.extend_from_slice(verb.as_bytes());
                 out.extend_from_slice(path.as_bytes());
                 out.push(b'>');
+                if matches!(step, Step::Rcpt(_)) && !params.is_empty() {
+                    out.push(b' ');
+                }
                 out.extend_from_slice(params.as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
@@ -820,6 +842,7 @@ mod tests {
             "STARTTLS",
             "CHUNKING",
             "ENHANCEDSTATUSCODES",
+            "DSN",
             "AUTH PLAIN",
         ]));
         assert_eq!(
@@ -832,6 +855,7 @@ mod tests {
                 starttls: true,
                 chunking: true,
                 enhanced_status_codes: true,
+                dsn: true,
             }
         );
         // The first line is the server's name, never an extension.
@@ -865,6 +889,8 @@ mod tests {
             size: u64::MAX,
             needs_8bit: false,
             needs_smtputf8: false,
+            mail_dsn: String::new(),
+            rcpt_dsn: Vec::new(),
         });
         let mut out = Vec::new();
         c.take_output(&mut out);
@@ -892,6 +918,8 @@ mod tests {
             size: 10,
             needs_8bit: false,
             needs_smtputf8: false,
+            mail_dsn: String::new(),
+            rcpt_dsn: Vec::new(),
         });
         out.clear();
         c.take_output(&mut out);
