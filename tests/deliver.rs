@@ -528,3 +528,41 @@ for path in sys.argv[1:]:
     );
     assert!(pigeon.stop().success());
 }
+
+#[test]
+fn a_busy_or_dead_mx_is_skipped_for_the_next_in_preference_order() {
+    let dns = DnsServer::start(
+        "127.0.53.100",
+        "test.",
+        vec![
+            mx("many.test.", 10, "busy.many.test."),
+            mx("many.test.", 20, "dead.many.test."),
+            mx("many.test.", 30, "good.many.test."),
+            a("busy.many.test.", "127.0.0.101"),
+            a("dead.many.test.", "127.0.0.102"),
+            a("good.many.test.", "127.0.0.103"),
+        ],
+    );
+    // 127.0.0.102 has no listener: connection refused.
+    let busy = Sink::start(&[(at("127.0.0.101"), "greet-421")]);
+    let good = Sink::start(&[(at("127.0.0.103"), "accept")]);
+    let mut pigeon = pigeon("127.0.0.100", &dns, "");
+    let id = smtplib_send(
+        &pigeon,
+        "a@src.test",
+        &["b@many.test"],
+        "Subject: x\r\n\r\ny\r\n",
+    );
+    let t = good.wait_for(Duration::from_secs(20), |t| !t.is_empty());
+    assert_eq!(t[0].rcpt_tos, vec!["b@many.test"]);
+    assert!(
+        std::fs::read_to_string(busy.dir.path().join("refused.jsonl")).is_ok_and(|s| !s.is_empty()),
+        "the preferred MX was tried first"
+    );
+    wait_until(Duration::from_secs(10), "the delivered event", || {
+        log_events(&pigeon).iter().any(|e| {
+            e["event"] == "delivered" && e["id"] == id.as_str() && e["host"] == "good.many.test"
+        })
+    });
+    assert!(pigeon.stop().success());
+}

@@ -7,6 +7,7 @@ Each ADDR is ip:port. BEHAVIOUR is one of
   accept          250 for everything
   tempfail-once   451 4.3.0 to the first RCPT of each recipient, 250 afterwards
   reject          550 5.1.1 to every RCPT
+  greet-421       a 421 greeting, then close (a busy server)
 Every transaction is appended to OUTDIR/transactions.jsonl as one JSON object:
 {addr, peer, mail_from, rcpt_tos, data_file, size}; each message's content (as received,
 dot-stuffing removed) goes to OUTDIR/msg-N.eml. Every EHLO/HELO (one per connection) is
@@ -80,12 +81,40 @@ class Handler:
         return "250 2.0.0 Ok: queued as sink-{}".format(n)
 
 
+class Busy:
+    """A server that answers every connection with 421 and closes it."""
+
+    def __init__(self, host, port, out):
+        self.host, self.port, self.out = host, port, out
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    async def _serve(self, reader, writer):
+        append(os.path.join(self.out, "refused.jsonl"), {"addr": "{}:{}".format(self.host, self.port)})
+        writer.write(b"421 4.3.2 Too busy, try later\r\n")
+        await writer.drain()
+        writer.close()
+
+    def start(self):
+        server = self.loop.run_until_complete(asyncio.start_server(self._serve, self.host, self.port))
+        self.server = server
+        self.thread.start()
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
 def main():
     out = sys.argv[1]
     controllers = []
     for spec in sys.argv[2:]:
         addr, behaviour = spec.split("=")
         host, port = addr.rsplit(":", 1)
+        if behaviour == "greet-421":
+            busy = Busy(host, int(port), out)
+            busy.start()
+            controllers.append(busy)
+            continue
         handler = Handler(addr, behaviour, out)
         c = Controller(handler, hostname=host, port=int(port),
                        server_kwargs={"data_size_limit": 0}, decode_data=False,
