@@ -304,6 +304,71 @@ impl BdatEncoder {
     }
 }
 
+/// Follows wire-form content as it grows and hands on the message *body* in content form
+/// (after the header section's empty line, dot-stuffing removed), so that a body hash
+/// (DKIM) is computed while the message streams in rather than by reading it again.
+#[derive(Debug, Default)]
+pub struct BodyTap {
+    /// Octets of the wire form already looked at.
+    seen: usize,
+    in_body: bool,
+    at_line_start: bool,
+    /// How much of the "\r\n\r\n" that ends the header section has been seen.
+    separator: u8,
+}
+
+impl BodyTap {
+    /// A tap at the start of the content.
+    pub fn new() -> BodyTap {
+        BodyTap {
+            seen: 0,
+            in_body: false,
+            at_line_start: true,
+            separator: 2,
+        }
+    }
+
+    /// Looks at `wire[seen..upto]`, the part of the growing wire form that is final, and
+    /// passes body bytes in content form to `out`.
+    pub fn advance(&mut self, wire: &[u8], upto: usize, mut out: impl FnMut(&[u8])) {
+        let upto = upto.min(wire.len());
+        while self.seen < upto {
+            let rest = &wire[self.seen..upto];
+            if !self.in_body {
+                // Header section: find the empty line, tracking line starts across calls.
+                let b = rest[0];
+                self.separator = match (self.separator, b) {
+                    (0 | 2, b'\r') => self.separator + 1,
+                    (1 | 3, b'\n') => self.separator + 1,
+                    (_, b'\r') => 1,
+                    _ => 0,
+                };
+                self.seen += 1;
+                if self.separator == 4 {
+                    self.in_body = true;
+                    self.at_line_start = true;
+                }
+                continue;
+            }
+            if self.at_line_start && rest[0] == b'.' {
+                // The stuffed dot is not content (RFC 5321 §4.5.2).
+                self.seen += 1;
+                self.at_line_start = false;
+                continue;
+            }
+            let line_end = memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            out(&rest[..line_end]);
+            self.at_line_start = rest[line_end - 1] == b'\n';
+            self.seen += line_end;
+        }
+    }
+
+    /// Octets of the wire form looked at so far.
+    pub fn seen(&self) -> usize {
+        self.seen
+    }
+}
+
 /// Reverses dot-stuffing: wire form to message content (RFC 5321 §4.5.2). Used to show a
 /// spooled message to an operator.
 pub fn unstuff(wire: &[u8]) -> Vec<u8> {
@@ -443,6 +508,27 @@ mod tests {
         assert!(bdat(&[b"a\nb\r\n"]).1.bare_newline);
         assert!(bdat(&[b"a\r"]).1.bare_newline);
         assert!(bdat(&[b"a\rb\r\n"]).1.bare_newline);
+    }
+
+    #[test]
+    fn body_tap_skips_headers_and_unstuffs_in_any_chunking() {
+        let wire = b"From: a@b\r\nSubject: x\r\n\r\n..dot\r\nplain\r\n.\r\nend\r\n";
+        let expected = b"..dot\r\nplain\r\n.\r\nend\r\n";
+        let expected = unstuff(expected);
+        for step in 1..wire.len() {
+            let mut tap = BodyTap::new();
+            let mut got = Vec::new();
+            let mut upto = 0;
+            while upto < wire.len() {
+                upto = (upto + step).min(wire.len());
+                tap.advance(wire, upto, |b| got.extend_from_slice(b));
+            }
+            assert_eq!(got, expected, "step {step}");
+        }
+        let mut tap = BodyTap::new();
+        let mut got = Vec::new();
+        tap.advance(b"\r\nbody only\r\n", 15, |b| got.extend_from_slice(b));
+        assert_eq!(got, b"body only\r\n");
     }
 
     #[test]
