@@ -91,6 +91,14 @@ impl CommandError {
 
 impl<'a> Command<'a> {
     /// Parses one command line, without its line ending.
+    ///
+    /// ```
+    /// use pigeon::smtp::command::Command;
+    ///
+    /// let cmd = Command::parse(b"MAIL FROM:<a@example.com> SIZE=1024").unwrap();
+    /// assert_eq!(cmd, Command::Mail { path: b"a@example.com", params: b"SIZE=1024" });
+    /// assert!(Command::parse(b"MAIL FROM:a@example.com").is_err());
+    /// ```
     pub fn parse(line: &'a [u8]) -> Result<Command<'a>, CommandError> {
         if memchr::memchr(0, line).is_some() {
             return Err(CommandError::Nul);

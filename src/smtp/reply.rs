@@ -53,6 +53,14 @@ impl Reply {
     }
 
     /// Appends the wire form (`code-text` lines, the last with a space, CRLF) to `out`.
+    ///
+    /// ```
+    /// use pigeon::smtp::reply::replies;
+    ///
+    /// let mut out = Vec::new();
+    /// replies::too_many_recipients().write_to(&mut out);
+    /// assert_eq!(out, b"452 4.5.3 Too many recipients\r\n");
+    /// ```
     pub fn write_to(&self, out: &mut Vec<u8>) {
         use std::io::Write;
         let last = self.lines.len().saturating_sub(1);
