@@ -183,6 +183,15 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
         .unwrap_or_default()
         .as_micros() as u64;
     let (mut messages, mut recipients, mut held) = (0usize, 0usize, 0usize);
+    // A finished message whose record is still on disk keeps its outcome records until that
+    // record's segment goes, or a later start would replay it as undelivered.
+    for m in replayed.messages.values().filter(|m| m.is_done()) {
+        shared.segments.add(m.segment, 1);
+        for s in &m.outcome_segments {
+            shared.segments.add(*s, 1);
+        }
+        shared.segments.release_after(m.segment, m.outcome_segments.iter().copied());
+    }
     for m in replayed.live() {
         shared.segments.add(m.segment, 1);
         for s in &m.outcome_segments {

@@ -566,3 +566,65 @@ fn a_busy_or_dead_mx_is_skipped_for_the_next_in_preference_order() {
     });
     assert!(pigeon.stop().success());
 }
+
+/// A finished message whose record shares a segment with a message still deferred must not
+/// be delivered again after a restart: its outcome records have to outlive its record.
+#[test]
+fn finished_messages_stay_finished_across_restarts_while_old_segments_live() {
+    let dns = DnsServer::start(
+        "127.0.53.110",
+        "test.",
+        vec![
+            a("ok.test.", "127.0.0.111"),
+            a("refused.test.", "127.0.0.112"),
+        ],
+    );
+    let sink = Sink::start(&[(at("127.0.0.111"), "accept")]);
+    let config = format!(
+        "[dns]\nnameservers = [\"{}\"]\n\n[delivery]\nport = {SMTP}\nretry = [\"1h\"]\n\n\
+         [domain.default]\nmax_connections = 4\n",
+        dns.addr
+    );
+    // One shard and small segments, so records spread over several segments.
+    let mut pigeon =
+        Pigeon::start_with_shards("127.0.0.110", 1, "segment_size = \"1MiB\"", &config);
+    let mut c = Client::greeted(pigeon.addr);
+    assert_eq!(c.cmd("EHLO c").code, 250);
+    queued_id(&c.send_message(
+        "s@src.test",
+        &["stuck@refused.test"],
+        b"Subject: stuck\r\n\r\nx\r\n",
+    ));
+    let big = format!(
+        "Subject: big\r\n\r\n{}",
+        "0123456789abcdef0123456789abcdef0123456789abcdef\r\n".repeat(5600)
+    );
+    for i in 0..8 {
+        let r = c.send_message("s@src.test", &[&format!("r{i}@ok.test")], big.as_bytes());
+        queued_id(&r);
+    }
+    sink.wait_for(Duration::from_secs(30), |t| t.len() >= 8);
+    wait_until(Duration::from_secs(10), "outcomes to be logged", || {
+        log_events(&pigeon)
+            .iter()
+            .filter(|e| e["event"] == "delivered")
+            .count()
+            == 8
+    });
+    assert!(pigeon.stop().success());
+    pigeon.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(pigeon.stop().success());
+    assert_eq!(
+        sink.transactions().len(),
+        8,
+        "a finished message was delivered again"
+    );
+    let list = pigeon.queue_list();
+    assert_eq!(
+        pigeon.queued_ids().len(),
+        1,
+        "only the stuck message is queued:\n{list}"
+    );
+    assert!(list.contains("stuck@refused.test"), "{list}");
+}

@@ -173,10 +173,8 @@ pub async fn settle(
     if !notices.is_empty() {
         notify(ctx, message, &notices, host, now).await;
     }
-    if let Some(segments) = message.finish_recipients(finals) {
-        for s in segments {
-            ctx.shared.segments.release(s);
-        }
+    if let Some(outcome_segments) = message.finish_recipients(finals) {
+        ctx.shared.segments.release_after(message.segment, outcome_segments);
     }
 }
 

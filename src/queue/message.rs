@@ -106,13 +106,14 @@ impl QueuedMessage {
         self.outcome_segments.push(segment);
     }
 
-    /// Marks `n` recipients final. Returns the segments whose references this message
-    /// held when that made it finished (its own and one per outcome record), else `None`.
+    /// Marks `n` recipients final. When that finishes the message, returns the segments of
+    /// its outcome records (one entry per record), whose references go once its own
+    /// record's segment is deleted (see `spool::segments`); else `None`.
     pub fn finish_recipients(&self, n: usize) -> Option<Vec<SegmentKey>> {
         if n == 0 || self.remaining.fetch_sub(n, Ordering::AcqRel) != n {
             return None;
         }
-        let mut segments = vec![self.segment];
+        let mut segments = Vec::new();
         while let Some(s) = self.outcome_segments.pop() {
             segments.push(s);
         }
@@ -224,7 +225,7 @@ mod tests {
         assert_eq!(m.finish_recipients(1), None);
         m.add_outcome_segment(SegmentKey { shard: 0, seq: 2 });
         let segs = m.finish_recipients(1).unwrap();
-        assert_eq!(segs.len(), 3);
+        assert_eq!(segs.len(), 2);
         assert_eq!(m.finish_recipients(0), None);
     }
 }

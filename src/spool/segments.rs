@@ -2,9 +2,12 @@
 //!
 //! Every record holds one reference on the segment it sits in, taken by the committer
 //! when it writes the record (before anyone is told the record exists, so no reader can
-//! race a deletion). A message drops the references of its own record and of every
-//! outcome record about it once all its recipients are final. A segment file is deleted
-//! when it has no references left and is sealed (no longer appended to).
+//! race a deletion). A message drops the reference of its own record once all its
+//! recipients are final; the references of its outcome records are dropped only when the
+//! segment holding the message record is deleted ([`Segments::release_after`]): as long as
+//! the message record can be replayed, the outcomes that say it is finished must be there
+//! too, or a restart would deliver it again. A segment file is deleted when it has no
+//! references left and is sealed (no longer appended to).
 //!
 //! Shared by all shards without a lock: a lock-free map of atomic counters.
 
@@ -12,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
+use crossbeam::queue::SegQueue;
 use crossbeam_skiplist::SkipMap;
 
 use crate::spool::recover::segment_path;
@@ -22,6 +26,8 @@ struct Counter {
     refs: AtomicI64,
     sealed: AtomicBool,
     deleted: AtomicBool,
+    /// References on other segments to drop when this one is deleted.
+    dependents: SegQueue<SegmentKey>,
 }
 
 /// Reference counts of every segment in the spool.
@@ -63,6 +69,29 @@ impl Segments {
         }
     }
 
+    /// Drops one reference on `first` and, once `first` is deleted, one on each of `then`.
+    /// A finished message uses this: its record's segment first, its outcome records'
+    /// segments after.
+    pub fn release_after(&self, first: SegmentKey, then: impl IntoIterator<Item = SegmentKey>) {
+        let c = self.counter(first);
+        for key in then {
+            if key == first {
+                // Its own segment: the reference simply goes with it.
+                c.refs.fetch_sub(1, Ordering::AcqRel);
+            } else {
+                c.dependents.push(key);
+            }
+        }
+        if c.deleted.load(Ordering::Acquire) {
+            // Deleted while the dependents were being added: drop them now.
+            while let Some(key) = c.dependents.pop() {
+                self.release(key);
+            }
+            return;
+        }
+        self.release(first);
+    }
+
     /// Marks a segment as no longer appended to; deletes it at once if nothing is live.
     pub fn seal(&self, key: SegmentKey) {
         let c = self.counter(key);
@@ -89,5 +118,8 @@ impl Segments {
             }
         }
         self.counts.remove(&key);
+        while let Some(dependent) = c.dependents.pop() {
+            self.release(dependent);
+        }
     }
 }
