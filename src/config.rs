@@ -487,6 +487,11 @@ impl Config {
         if self.delivery.retry.is_empty() {
             return Err(invalid("delivery.retry", "needs at least one delay"));
         }
+        // Lookups use lower-case domains (queue keys are lower-cased), so the table is too.
+        self.domain = std::mem::take(&mut self.domain)
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
         for (name, d) in &self.domain {
             let key = |field: &str| format!("domain.{name:?}.{field}").replace('"', "");
             for (field, v) in [

@@ -4,9 +4,9 @@
 //!
 //! ```text
 //!  client ──TCP──▶ accept ──▶ session ──▶ spool ──▶ queue ──▶ deliver ──▶ outcome
-//!                 (listener) (sans-io    (segments,   (not yet  (not yet   (not yet
-//!                             SMTP state  group        built)    built)     built)
-//!                             machine)    commit)
+//!                 (listener) (sans-io    (segments,  (per-domain (DNS, sans-io (delivered,
+//!                             SMTP state  group       ready      SMTP client) deferred,
+//!                             machine)    commit)     queues)                  bounced)
 //! ```
 //!
 //! Each shard (one pinned glommio executor per CPU, [`runtime::shard`]) binds every
@@ -14,13 +14,20 @@
 //! [`session::state::Session`], a sans-io state machine driven by
 //! [`session::driver`]. A finished message goes to the shard's spool
 //! ([`spool::commit`]): one record with envelope and content, and the client gets 250 only
-//! once that record is durable. At start, [`spool::recover`] repairs a torn tail.
+//! once that record is durable. Its recipients are then queued by domain
+//! ([`queue::ready`]), where any shard's scheduler ([`deliver::scheduler`]) may pick them
+//! up, look up the MX hosts ([`deliver::dns`]) and deliver ([`deliver::attempt`]). Every
+//! outcome is spooled before it is acted on ([`outcome::settle`]). At start,
+//! [`spool::recover`] repairs a torn tail and [`spool::replay`] rebuilds the queue.
 //!
 //! # Layout
 //!
 //! - [`smtp`]: the grammar (commands, replies, addresses). Pure.
 //! - [`session`]: the server side: state machine, DATA/BDAT scanners, driver.
-//! - [`spool`]: record format, writer, recovery, offline inspection.
+//! - [`spool`]: record format, writer, recovery, replay, segment lifetimes, inspection.
+//! - [`queue`]: ready and deferred jobs, retry schedule, rate limits.
+//! - [`deliver`]: scheduler, attempts, routes, DNS resolver, SMTP client.
+//! - [`outcome`]: settling results, bounces (DSN), the delivery log.
 //! - [`accept`], [`runtime`]: sockets and executors.
 //! - [`config`]: the one typed configuration.
 

@@ -114,7 +114,7 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
     std::fs::create_dir_all(spool).map_err(|e| format!("spool.path {}: {e}", spool.display()))?;
     let repaired = repair(spool).map_err(|e| format!("recovering {}: {e}", spool.display()))?;
     tracing::info!(
-        messages = repaired.messages,
+        records = repaired.records,
         truncated = repaired.truncated.len(),
         removed = repaired.removed.len(),
         "spool recovered"
@@ -190,7 +190,9 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
         for s in &m.outcome_segments {
             shared.segments.add(*s, 1);
         }
-        shared.segments.release_after(m.segment, m.outcome_segments.iter().copied());
+        shared
+            .segments
+            .release_after(m.segment, m.outcome_segments.iter().copied());
     }
     for m in replayed.live() {
         shared.segments.add(m.segment, 1);

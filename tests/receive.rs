@@ -156,6 +156,8 @@ fn cases() -> Vec<Case> {
     let mut data_big = "x".repeat(70).repeat(80).into_bytes();
     data_big.extend_from_slice(b"\r\n.\r\n");
     let long_line = format!("{}\r\n.\r\n", "y".repeat(1200));
+    let mut looping = "Received: from a by b; Sat, 28 Nov 2026 00:00:00 +0000\r\n".repeat(50);
+    looping.push_str("Subject: loop\r\n\r\nbody\r\n.\r\n");
     let twenty_errors = "FOO\r\n".repeat(20);
     let mut expect_errors = vec![500; 20];
     expect_errors.push(421);
@@ -385,6 +387,7 @@ fn cases() -> Vec<Case> {
             554,
         ),
         data_case("NUL in content", b"a\0b\r\n.\r\n", 554),
+        data_case("fifty Received headers: a mail loop", looping.as_bytes(), 554),
         data_case("line over 998 octets", long_line.as_bytes(), 554),
         case(
             "bare LF in BDAT content",

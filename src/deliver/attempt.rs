@@ -43,6 +43,13 @@ pub async fn run(ctx: Rc<ShardContext>, queue: Arc<DomainQueue>, policy: DomainP
     })
     .await;
     ctx.attempts.set(ctx.attempts.get() - 1);
+    let mut mine = ctx.domain_connections.borrow_mut();
+    if let Some(n) = mine.get_mut(&queue.domain) {
+        *n -= 1;
+        if *n == 0 {
+            mine.remove(&queue.domain);
+        }
+    }
 }
 
 async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy) {
@@ -121,8 +128,9 @@ async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy)
                 settle(ctx, job, Some(&host), conn.offers_dsn(), results).await;
             }
             Err((reply, pending)) => {
-                // Recipients the server had already answered for are decided by those
-                // answers; the rest get the failure.
+                // The transaction did not finish: every recipient in it gets the failure
+                // (a 4xx when the connection broke), even one already refused at RCPT,
+                // which is then tried again rather than bounced on a half-done session.
                 let pending = if pending.is_empty() {
                     (0..indices.len()).collect()
                 } else {

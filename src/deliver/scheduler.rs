@@ -29,11 +29,31 @@ pub async fn run(ctx: Rc<ShardContext>) {
         }
         for queue in ctx.shared.ready.busy() {
             let policy = ctx.shared.policy(&queue.domain);
-            // No more connections than jobs: a connection finds work when it starts.
+            // No more connections than jobs: a connection finds work when it starts. And no
+            // shard takes more than its share of the domain's limit, so a hot domain is
+            // served by every core rather than by whichever shard looked first.
             let want = u32::try_from(queue.len())
                 .unwrap_or(u32::MAX)
                 .min(policy.max_connections);
-            while queue.connections() < want && queue.try_open_connection(want) {
+            let share = policy
+                .max_connections
+                .div_ceil(ctx.shard_count.max(1))
+                .max(1);
+            loop {
+                let mine = ctx
+                    .domain_connections
+                    .borrow()
+                    .get(&queue.domain)
+                    .copied()
+                    .unwrap_or(0);
+                if mine >= share || queue.connections() >= want || !queue.try_open_connection(want)
+                {
+                    break;
+                }
+                *ctx.domain_connections
+                    .borrow_mut()
+                    .entry(queue.domain.clone())
+                    .or_default() += 1;
                 let task = attempt::run(ctx.clone(), queue.clone(), policy.clone());
                 glommio::spawn_local(task).detach();
             }

@@ -3,7 +3,8 @@
 //! only then acted on: logged, deferred, bounced, and the message released once final.
 //!
 //! The spool comes first so that a crash between deciding and acting repeats the action
-//! (a second log line, a second DSN) rather than forgetting it: at least once, never zero.
+//! (a second log line, a second delivery) rather than forgetting it: at least once, never
+//! zero. A report (DSN) is spooled in the same append as the outcomes that call for it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +19,8 @@ use crate::session::data::{unstuff, BdatEncoder};
 use crate::session::envelope::{Envelope, Recipient};
 use crate::smtp::address::parse_mailbox;
 use crate::smtp::reply::{Enhanced, Reply};
-use crate::spool::record::{encode_message, encode_outcome, OutcomeKind, OutcomeRecord};
+use crate::spool::record::{encode_message, encode_outcome, MessageId, OutcomeKind, OutcomeRecord};
+use crate::spool::replay::SegmentKey;
 
 /// Microseconds since the epoch.
 pub fn now_micros() -> u64 {
@@ -79,7 +81,8 @@ pub async fn settle(
             }
         })
         .collect();
-    let records: Vec<Vec<u8>> = decided
+    let notices = notices_for(message, &decided, next_hop_dsn, now, delivery);
+    let mut parts: Vec<Vec<u8>> = decided
         .iter()
         .map(|d| {
             encode_outcome(&OutcomeRecord {
@@ -91,8 +94,18 @@ pub async fn settle(
             })
         })
         .collect();
-    let n = records.len();
-    let Ok(location) = ctx.spool.append(records, n as u32).await else {
+    let n = parts.len();
+    let outcomes_len: usize = parts.iter().map(Vec::len).sum();
+    // The report is spooled in the same append as the outcomes that call for it: both are
+    // durable or neither is, so a crash can repeat a report but never lose one.
+    let mut report = build_report(ctx, message, &notices, host, now);
+    let mut records = n as u32;
+    if let Some(r) = report.as_mut() {
+        parts.push(std::mem::take(&mut r.head));
+        parts.push(std::mem::take(&mut r.wire));
+        records += 1;
+    }
+    let Ok(location) = ctx.spool.append(parts, records).await else {
         // The spool is closing: nothing was recorded, so nothing is acted on; the spool
         // still says what it said before this attempt, and a restart tries again.
         return;
@@ -100,12 +113,18 @@ pub async fn settle(
     for _ in 0..n {
         message.add_outcome_segment(location.segment);
     }
+    if let Some(r) = report {
+        r.enqueue(
+            ctx,
+            location.segment,
+            location.offset + outcomes_len as u64,
+            now,
+        );
+    }
 
     let delay = Duration::from_micros(now.saturating_sub(message.received_micros));
     let mut deferred = Vec::new();
-    let mut notices = Vec::new();
     let mut finals = 0;
-    let warn_delay = delay >= delivery.delay_warning;
     for d in &decided {
         let reply = d.reply.to_string();
         let event = match d.kind {
@@ -126,32 +145,9 @@ pub async fn settle(
             next_attempt_micros: (d.kind == OutcomeKind::Deferred).then_some(d.next_attempt_micros),
             ..LogEvent::default()
         });
-        let notify = message.recipient_dsn(d.index).notify();
         match d.kind {
-            OutcomeKind::Deferred => {
-                deferred.push(d.index);
-                // Only when asked for, and once per message (RFC 3461 §4.1 leaves delay
-                // notices to the MTA).
-                let asked = message
-                    .recipient_dsn(d.index)
-                    .notify
-                    .is_some_and(|n| n.delay);
-                if asked && warn_delay && !message.delay_notified.swap(true, Ordering::AcqRel) {
-                    notices.push((d, Action::Delayed));
-                }
-            }
-            OutcomeKind::Delivered => {
-                finals += 1;
-                if notify.success && !next_hop_dsn {
-                    notices.push((d, Action::Relayed));
-                }
-            }
-            OutcomeKind::Bounced | OutcomeKind::Expired => {
-                finals += 1;
-                if notify.failure {
-                    notices.push((d, Action::Failed));
-                }
-            }
+            OutcomeKind::Deferred => deferred.push(d.index),
+            _ => finals += 1,
         }
     }
     if let Some(&first) = deferred.first() {
@@ -170,12 +166,49 @@ pub async fn settle(
             .borrow_mut()
             .insert(due.unwrap_or(now), domain, retry);
     }
-    if !notices.is_empty() {
-        notify(ctx, message, &notices, host, now).await;
-    }
     if let Some(outcome_segments) = message.finish_recipients(finals) {
-        ctx.shared.segments.release_after(message.segment, outcome_segments);
+        ctx.shared
+            .segments
+            .release_after(message.segment, outcome_segments);
     }
+}
+
+/// Which recipients get a notice, and which: failures unless NOTIFY says otherwise,
+/// successes when asked and the next hop did not take over (RFC 3461 §6.2.7), delays when
+/// asked and the message is older than `delivery.delay_warning` (once per message, for
+/// every recipient deferred in that attempt who asked).
+fn notices_for<'a>(
+    message: &QueuedMessage,
+    decided: &'a [Decided],
+    next_hop_dsn: bool,
+    now: u64,
+    delivery: &crate::config::DeliveryConfig,
+) -> Vec<(&'a Decided, Action)> {
+    let old_enough = Duration::from_micros(now.saturating_sub(message.received_micros))
+        >= delivery.delay_warning;
+    let wants_delay = |d: &Decided| {
+        d.kind == OutcomeKind::Deferred
+            && message
+                .recipient_dsn(d.index)
+                .notify
+                .is_some_and(|n| n.delay)
+    };
+    let send_delays = old_enough
+        && decided.iter().any(wants_delay)
+        && !message.delay_notified.swap(true, Ordering::AcqRel);
+    decided
+        .iter()
+        .filter_map(|d| {
+            let notify = message.recipient_dsn(d.index).notify();
+            let action = match d.kind {
+                OutcomeKind::Deferred if send_delays && wants_delay(d) => Action::Delayed,
+                OutcomeKind::Delivered if notify.success && !next_hop_dsn => Action::Relayed,
+                OutcomeKind::Bounced | OutcomeKind::Expired if notify.failure => Action::Failed,
+                _ => return None,
+            };
+            Some((d, action))
+        })
+        .collect()
 }
 
 /// Recipients that expired without an attempt (queued past `delivery.max_age`).
@@ -189,22 +222,63 @@ pub async fn expire(ctx: &ShardContext, job: Job) {
     settle(ctx, job, None, false, results).await;
 }
 
-/// Sends the sender an RFC 3464 report about `notices` (failed, delayed or relayed
-/// recipients), unless the sender is `<>`.
-async fn notify(
+/// A report (DSN) ready to be spooled: its record's parts and what queueing it needs.
+struct PreparedReport {
+    id: MessageId,
+    to: String,
+    smtputf8: bool,
+    eight_bit: bool,
+    size: u64,
+    head: Vec<u8>,
+    wire: Vec<u8>,
+}
+
+impl PreparedReport {
+    /// Queues the report once its record is durable at `segment`/`offset`.
+    fn enqueue(self, ctx: &ShardContext, segment: SegmentKey, offset: u64, now: u64) {
+        let size = self.size;
+        let message = Arc::new(QueuedMessage::new(
+            self.id,
+            segment,
+            offset,
+            now,
+            String::new(),
+            vec![self.to],
+            self.smtputf8,
+            self.eight_bit,
+            size,
+            1,
+        ));
+        ctx.shared.enqueue(&message, [(0, 0)]);
+        ctx.shared.log.write(&LogEvent {
+            event: "received",
+            id: Some(self.id),
+            sender: "",
+            recipients: Some(1),
+            size: Some(size),
+            host: Some("local report"),
+            ..LogEvent::default()
+        });
+    }
+}
+
+/// Builds the RFC 3464 report about `notices` (failed, delayed or relayed recipients) to
+/// the sender, from `<>`; none when there is nothing to report or the sender is `<>`.
+fn build_report(
     ctx: &ShardContext,
-    message: &Arc<QueuedMessage>,
+    message: &QueuedMessage,
     notices: &[(&Decided, Action)],
     host: Option<&str>,
     now: u64,
-) {
-    let Some(to) = dsn::dsn_recipient(&message.sender) else {
-        return;
-    };
+) -> Option<PreparedReport> {
+    if notices.is_empty() {
+        return None;
+    }
+    let to = dsn::dsn_recipient(&message.sender)?;
     let original = match ctx.reader.content(message.segment, message.offset) {
         Ok(c) => unstuff(c.bytes()),
         Err(e) => {
-            tracing::warn!(id = %message.id, error = %e, "cannot read the original for a bounce");
+            tracing::warn!(id = %message.id, error = %e, "cannot read the original for a report");
             Vec::new()
         }
     };
@@ -237,32 +311,27 @@ async fn notify(
         })
         .collect();
     let hostname = &ctx.session.hostname;
-    let id = message.id.to_string();
+    let queue_id = message.id.to_string();
     let report = Report {
         reporting_mta: hostname,
         envelope_id: message.mail_dsn.envid.as_deref(),
         arrival_unix: message.received_micros / 1_000_000,
-        queue_id: &id,
+        queue_id: &queue_id,
         sender: &message.sender,
         recipients,
         original: &original,
         // The whole message goes back only in a failure report for RET=FULL (RFC 3461 §4.3).
         return_full: any_failed && message.mail_dsn.ret_full == Some(true),
     };
-    let dsn_id = ctx.spool.next_id();
-    let content = dsn::build(
-        &report,
-        &format!("<{dsn_id}.dsn@{hostname}>"),
-        now / 1_000_000,
-    );
-    if let Err(e) = inject(ctx, to, content, now).await {
-        tracing::error!(id = %message.id, error = %e, "cannot queue a bounce");
-    }
-}
-
-/// Spools and queues a message pigeon wrote itself (a DSN), from `<>` to `to`.
-async fn inject(ctx: &ShardContext, to: &str, content: Vec<u8>, now: u64) -> Result<(), String> {
-    let mailbox = parse_mailbox(to.as_bytes(), true).map_err(|e| e.to_string())?;
+    let id = ctx.spool.next_id();
+    let content = dsn::build(&report, &format!("<{id}.dsn@{hostname}>"), now / 1_000_000);
+    let mailbox = match parse_mailbox(to.as_bytes(), true) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(id = %message.id, error = %e, "cannot address a report to the sender");
+            return None;
+        }
+    };
     let mut wire = Vec::with_capacity(content.len() + 64);
     let mut encoder = BdatEncoder::new(usize::MAX);
     encoder.admit(content.len() as u64);
@@ -270,7 +339,7 @@ async fn inject(ctx: &ShardContext, to: &str, content: Vec<u8>, now: u64) -> Res
     encoder.finish(&mut wire);
     let envelope = Envelope {
         peer: ([127, 0, 0, 1], 0).into(),
-        helo: ctx.session.hostname.clone(),
+        helo: hostname.clone(),
         protocol: "LOCAL",
         sender: None,
         mail_params: String::new(),
@@ -280,36 +349,15 @@ async fn inject(ctx: &ShardContext, to: &str, content: Vec<u8>, now: u64) -> Res
         }],
         smtputf8: !to.is_ascii(),
     };
-    let id = ctx.spool.next_id();
     let eight_bit = !wire.is_ascii();
     let head = encode_message(id, now, &envelope, eight_bit, &[&wire]);
-    let size = wire.len() as u64;
-    let location = ctx
-        .spool
-        .append(vec![head, wire], 1)
-        .await
-        .map_err(|e| e.to_string())?;
-    let message = Arc::new(QueuedMessage::new(
+    Some(PreparedReport {
         id,
-        location.segment,
-        location.offset,
-        now,
-        String::new(),
-        vec![to.to_owned()],
-        envelope.smtputf8,
+        to: to.to_owned(),
+        smtputf8: envelope.smtputf8,
         eight_bit,
-        size,
-        1,
-    ));
-    ctx.shared.enqueue(&message, [(0, 0)]);
-    ctx.shared.log.write(&LogEvent {
-        event: "received",
-        id: Some(id),
-        sender: "",
-        recipients: Some(1),
-        size: Some(size),
-        host: Some("local bounce"),
-        ..LogEvent::default()
-    });
-    Ok(())
+        size: wire.len() as u64,
+        head,
+        wire,
+    })
 }

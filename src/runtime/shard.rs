@@ -1,9 +1,11 @@
 //! One shard: a glommio executor pinned to a CPU, owning its spool segment, its listeners
 //! (bound with SO_REUSEPORT, so the kernel spreads connections across shards) and every
-//! session accepted on them. Nothing here is shared with another shard except the
-//! read-only configuration and the stop flag.
+//! session accepted on them, plus its delivery scheduler and connections. What shards
+//! share is in [`crate::runtime::shared::Shared`]: the configuration, the ready queues, the
+//! segment reference counts, rate limiters and the delivery log, all lock-free.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
@@ -71,6 +73,11 @@ pub struct ShardContext {
     pub resolver: Resolver,
     /// Delivery connections open on this shard.
     pub attempts: Cell<usize>,
+    /// Delivery connections open on this shard, per domain (for a fair share of each
+    /// domain's limit across shards).
+    pub domain_connections: RefCell<HashMap<String, u32>>,
+    /// How many shards run.
+    pub shard_count: u32,
 }
 
 impl ShardContext {
@@ -144,6 +151,8 @@ async fn serve(
         reader: SegmentReader::new(config.spool.path.clone()),
         resolver: Resolver::new(nameservers(&config)?, DNS_TIMEOUT),
         attempts: Cell::new(0),
+        domain_connections: RefCell::new(HashMap::new()),
+        shard_count: config.shard_count() as u32,
     });
     let mut bound = Vec::new();
     let mut accepting = Vec::new();

@@ -509,6 +509,15 @@ impl Session {
 
     fn emit_message(&mut self) {
         let txn = self.txn.take().expect("message without transaction");
+        // RFC 5321 §6.3: a message that has passed this many relays is looping.
+        if received_count(&txn.body) >= MAX_HOPS {
+            self.input = Input::Commands;
+            return self.reply(Reply::new(
+                554,
+                Enhanced(5, 4, 6),
+                "Too many hops: mail loop?",
+            ));
+        }
         let (helo, extended) = self.helo.clone().unwrap_or_default();
         let protocol = match (extended, txn.smtputf8) {
             (_, true) => "UTF8SMTP",
@@ -551,6 +560,24 @@ impl Session {
         self.input = Input::Closed;
         self.events.push_back(Event::Close);
     }
+}
+
+/// `Received:` fields after which a message is taken to be looping (Postfix's
+/// `hopcount_limit`).
+pub const MAX_HOPS: usize = 50;
+
+/// Counts the `Received:` fields in the header section of wire-form content.
+fn received_count(content: &[u8]) -> usize {
+    let mut count = 0;
+    for line in content.split(|&b| b == b'\n') {
+        if line == b"\r" || line.is_empty() {
+            break;
+        }
+        if line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"received:") {
+            count += 1;
+        }
+    }
+    count
 }
 
 fn parse_size(v: &[u8]) -> Option<u64> {

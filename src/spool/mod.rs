@@ -4,6 +4,8 @@
 //! - `record`: the on-disk vocabulary and framing.
 //! - `commit`: the shard's writer and its group commit.
 //! - `recover`: listing, scanning and repairing segments.
+//! - `read`: a shard's memory maps of segments, for delivering content.
+//! - `segments`: which segments still hold live records; deleting the rest.
 //! - `replay`: every record folded into each message's state.
 //! - `inspect`: the offline view behind `pigeon queue`.
 

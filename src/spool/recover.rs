@@ -142,8 +142,8 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
 /// What start-up recovery did to the spool.
 #[derive(Debug, Default)]
 pub struct Repair {
-    /// Messages found in whole records.
-    pub messages: usize,
+    /// Whole records found (messages and outcomes).
+    pub records: usize,
     /// Segments cut back to their last whole record: path, old length, new length.
     pub truncated: Vec<(PathBuf, u64, u64)>,
     /// Segments removed because not even their header was whole.
@@ -171,7 +171,7 @@ pub fn repair(spool: &Path) -> io::Result<Repair> {
         let mapped = MappedSegment::open(&seg.path)?;
         let file_len = mapped.bytes().len() as u64;
         let scan = scan(mapped.bytes());
-        out.messages += scan.records.len();
+        out.records += scan.records.len();
         let (valid_len, stopped) = (scan.valid_len, scan.stopped);
         drop(mapped);
         let Some(why) = stopped else { continue };
@@ -242,7 +242,7 @@ mod tests {
         fs::write(segment_path(dir.path(), 0, 2), torn).unwrap();
         fs::write(segment_path(dir.path(), 0, 3), &b"PGN"[..]).unwrap();
         let r = repair(dir.path()).unwrap();
-        assert_eq!(r.messages, 5);
+        assert_eq!(r.records, 5);
         assert_eq!(r.removed, vec![segment_path(dir.path(), 0, 3)]);
         assert!(
             r.truncated.is_empty(),
