@@ -29,6 +29,7 @@
 //! - [`deliver`]: scheduler, attempts, routes, DNS resolver, SMTP client.
 //! - [`outcome`]: settling results, bounces (DSN), the delivery log.
 //! - [`accept`], [`runtime`]: sockets and executors.
+//! - [`dkim`]: DKIM signing (RFC 6376, RFC 8463). Pure.
 //! - [`config`]: the one typed configuration.
 
 #![warn(missing_docs)]
@@ -36,6 +37,7 @@
 pub mod accept;
 pub mod config;
 pub mod deliver;
+pub mod dkim;
 pub mod outcome;
 pub mod queue;
 pub mod runtime;
