@@ -47,6 +47,7 @@ fn envelope() -> Envelope {
             params: String::new(),
         }],
         smtputf8: false,
+        body_hashes: Vec::new(),
     }
 }
 

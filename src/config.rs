@@ -341,16 +341,26 @@ pub struct DomainConfig {
     pub route: Option<Vec<String>>,
 }
 
-/// `[[dkim]]`.
+/// `[[dkim]]`: one signing key. Two entries for one domain sign every message twice (for
+/// example RSA and Ed25519 side by side).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DkimConfig {
-    /// Signing domain.
+    /// Signing domain (`d=`): messages whose From domain is this domain or below it.
     pub domain: String,
-    /// Selector.
+    /// Selector (`s=`): the key is published at `<selector>._domainkey.<domain>`.
     pub selector: String,
-    /// PEM private key.
+    /// PEM private key (PKCS#8 or PKCS#1), RSA of 2048 bits or more, or Ed25519.
     pub key: PathBuf,
+    /// `header/body` canonicalization (`c=`); default `relaxed/relaxed`.
+    #[serde(default)]
+    pub canonicalization: Option<String>,
+    /// Signature lifetime (`x=` = `t=` + this), e.g. `"7d"`; none by default.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub expire: Option<Duration>,
+    /// Header fields to sign instead of the default list.
+    #[serde(default)]
+    pub headers: Option<Vec<String>>,
 }
 
 /// The shaping for one destination domain, with every default filled in: built-in
@@ -558,13 +568,64 @@ impl Config {
         if self.auth.is_some() {
             return Err(invalid("auth", "AUTH is not supported by this build yet"));
         }
-        if !self.dkim.is_empty() {
-            return Err(invalid(
-                "dkim",
-                "DKIM signing is not supported by this build yet",
-            ));
-        }
+        self.dkim_signers()?;
         Ok(())
+    }
+
+    /// The DKIM signers of `[[dkim]]`, with their keys loaded. Errors name the entry and,
+    /// for a bad key, the file.
+    pub fn dkim_signers(&self) -> Result<Vec<crate::dkim::Signer>, ConfigError> {
+        use crate::dkim::{Canonicalization, Signer, SigningKey};
+        let mut signers = Vec::new();
+        for (i, d) in self.dkim.iter().enumerate() {
+            let key = |field: &str| format!("dkim[{i}].{field}");
+            let domain = d.domain.trim_end_matches('.').to_ascii_lowercase();
+            if !crate::smtp::address::is_domain(domain.as_bytes()) {
+                return Err(invalid(
+                    key("domain"),
+                    format!("{:?} is not a domain", d.domain),
+                ));
+            }
+            let selector_ok = !d.selector.is_empty()
+                && d.selector
+                    .split('.')
+                    .all(|l| crate::smtp::address::is_domain(l.as_bytes()));
+            if !selector_ok {
+                return Err(invalid(
+                    key("selector"),
+                    format!("{:?} is not a selector", d.selector),
+                ));
+            }
+            let pem = std::fs::read_to_string(&d.key).map_err(|e| {
+                invalid(key("key"), format!("cannot read {}: {e}", d.key.display()))
+            })?;
+            let signing_key = SigningKey::from_pem(&pem)
+                .map_err(|e| invalid(key("key"), format!("{}: {e}", d.key.display())))?;
+            let mut signer =
+                Signer::new(domain, d.selector.clone(), std::sync::Arc::new(signing_key));
+            if let Some(c) = &d.canonicalization {
+                let parsed = c.split_once('/').and_then(|(h, b)| {
+                    Some((
+                        h.parse::<Canonicalization>().ok()?,
+                        b.parse::<Canonicalization>().ok()?,
+                    ))
+                });
+                let Some((header, body)) = parsed else {
+                    return Err(invalid(
+                        key("canonicalization"),
+                        format!("{c:?}: like \"relaxed/relaxed\""),
+                    ));
+                };
+                signer.header_canon = header;
+                signer.body_canon = body;
+            }
+            signer.expire_after = d.expire;
+            if let Some(headers) = &d.headers {
+                signer.headers = headers.clone();
+            }
+            signers.push(signer);
+        }
+        Ok(signers)
     }
 }
 
@@ -641,6 +702,10 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s)
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"5m\": {e}")))
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {

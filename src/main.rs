@@ -52,6 +52,33 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// DKIM key management.
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DkimCommand {
+    /// Make a signing key, write it (PKCS#8 PEM, mode 0600) and print the DNS record.
+    Keygen {
+        /// The signing domain (d=).
+        #[arg(long)]
+        domain: String,
+        /// The selector (s=).
+        #[arg(long)]
+        selector: String,
+        /// `rsa` or `ed25519`.
+        #[arg(long)]
+        algo: String,
+        /// RSA key size (2048 to 8192).
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Where to write the private key; an existing file is not overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -92,6 +119,16 @@ fn main() -> ExitCode {
         Command::Queue {
             command: QueueCommand::List { spool },
         } => queue_list(&spool),
+        Command::Dkim {
+            command:
+                DkimCommand::Keygen {
+                    domain,
+                    selector,
+                    algo,
+                    bits,
+                    out,
+                },
+        } => dkim_keygen(&domain, &selector, &algo, bits, &out),
         Command::Queue {
             command: QueueCommand::Show { id, spool, body },
         } => queue_show(&spool, &id, body),
@@ -125,7 +162,8 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
     let log = DeliveryLog::open(&config.log.delivery)
         .map_err(|e| format!("log.delivery {}: {e}", config.log.delivery.display()))?;
     let segments = Arc::new(Segments::new(spool.clone()));
-    let shared = Arc::new(Shared::new(config.clone(), segments, log));
+    let signers = config.dkim_signers().map_err(|e| e.to_string())?;
+    let shared = Arc::new(Shared::new(config.clone(), segments, log, signers));
     let mut deferred: Vec<Deferred> = (0..shards).map(|_| Deferred::new()).collect();
     requeue(spool, &shared, &mut deferred)?;
 
@@ -263,6 +301,39 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
         recipients,
         deferred_jobs = held,
         "queue rebuilt from the spool"
+    );
+    Ok(())
+}
+
+fn dkim_keygen(
+    domain: &str,
+    selector: &str,
+    algo: &str,
+    bits: usize,
+    out: &Path,
+) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let algorithm: pigeon::dkim::Algorithm = algo.parse().map_err(|e| format!("--algo: {e}"))?;
+    let (pem, key) = pigeon::dkim::generate(algorithm, bits).map_err(|e| e.to_string())?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    file.write_all(pem.as_bytes())
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    // TXT strings are at most 255 octets (RFC 1035 §3.3); long keys are split.
+    let record = key.dns_record();
+    let chunks: Vec<String> = record
+        .as_bytes()
+        .chunks(255)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect();
+    println!(
+        "{selector}._domainkey.{domain}. IN TXT ( {} )",
+        chunks.join(" ")
     );
     Ok(())
 }

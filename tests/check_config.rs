@@ -70,3 +70,25 @@ fn tls_listener_is_refused_by_this_build() {
     let stderr = refused("[[listener]]\naddress = \"127.0.0.1:2525\"\ntls = \"starttls\"\n");
     assert!(stderr.contains("listener[0].tls"), "{stderr}");
 }
+
+#[test]
+fn bad_dkim_key_files_are_named() {
+    let stderr = refused(
+        "[[dkim]]\ndomain = \"example.com\"\nselector = \"s1\"\nkey = \"/nonexistent/s1.pem\"\n",
+    );
+    assert!(
+        stderr.contains("dkim[0].key") && stderr.contains("/nonexistent/s1.pem"),
+        "{stderr}"
+    );
+    let mut junk = tempfile::NamedTempFile::new().unwrap();
+    junk.write_all(b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+        .unwrap();
+    let path = junk.path().display().to_string();
+    let stderr = refused(&format!(
+        "[[dkim]]\ndomain = \"example.com\"\nselector = \"s1\"\nkey = \"{path}\"\n"
+    ));
+    assert!(
+        stderr.contains("dkim[0].key") && stderr.contains(&path),
+        "{stderr}"
+    );
+}

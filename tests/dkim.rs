@@ -6,12 +6,13 @@
 //! a verifier that said "pass" to everything would be caught. The RFC 8463 appendix A
 //! example pins the body hash and the (deterministic) Ed25519 signature byte for byte.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod common;
+
+use common::dkimpy::dkimpy;
 use pigeon::dkim::{
     already_signed, from_domain, generate, sign_message, Algorithm, BodyHasher, Canonicalization,
     DkimError, Signer, SigningKey,
@@ -93,62 +94,6 @@ fn signed(signers: &[&Signer], message: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(message);
     out
-}
-
-/// One dkimpy verdict.
-#[derive(Debug)]
-struct Verdict {
-    ok: bool,
-    d: String,
-    s: String,
-    error: String,
-}
-
-/// Runs dkimpy over `messages` with `records`; one list of verdicts (top signature first)
-/// per message.
-fn dkimpy(records: &[(String, String)], messages: &[Vec<u8>]) -> Vec<Vec<Verdict>> {
-    let request = serde_json::json!({
-        "records": records.iter().cloned().collect::<std::collections::HashMap<_, _>>(),
-        "messages": messages.iter().map(|m| data_encoding::BASE64.encode(m)).collect::<Vec<_>>(),
-    });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/dkim_verify.py");
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin was piped")
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "dkim_verify.py failed (is dkimpy installed? python3 -m pip install 'dkimpy[ed25519]==1.1.8'):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    reply["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|per| {
-            per.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| Verdict {
-                    ok: v["ok"].as_bool().unwrap(),
-                    d: v["d"].as_str().unwrap().to_string(),
-                    s: v["s"].as_str().unwrap().to_string(),
-                    error: v["error"].as_str().unwrap().to_string(),
-                })
-                .collect()
-        })
-        .collect()
 }
 
 /// Messages that stress canonicalization and header selection; content form, CRLF.

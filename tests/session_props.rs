@@ -14,6 +14,7 @@ fn config() -> Arc<SessionConfig> {
         max_recipients: 4,
         max_errors: 1000,
         relay_domains: vec!["y.test".into()],
+        body_canons: Vec::new(),
     })
 }
 

@@ -348,6 +348,7 @@ fn build_report(
             params: String::new(),
         }],
         smtputf8: !to.is_ascii(),
+        body_hashes: Vec::new(),
     };
     let eight_bit = !wire.is_ascii();
     let head = encode_message(id, now, &envelope, eight_bit, &[&wire]);

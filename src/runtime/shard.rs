@@ -140,6 +140,7 @@ async fn serve(
             max_recipients: config.limits.max_recipients,
             max_errors: config.limits.max_errors,
             relay_domains: config.relay.domains.clone(),
+            body_canons: shared.body_canons(),
         }),
         timeouts: config.timeouts.clone(),
         relay_networks: config.relay.networks.clone(),

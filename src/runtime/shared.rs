@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crossbeam_skiplist::SkipMap;
 
 use crate::config::{Config, DomainPolicy};
+use crate::dkim::{Canonicalization, Signer};
 use crate::outcome::log::DeliveryLog;
 use crate::queue::limits::RateLimit;
 use crate::queue::message::{jobs_for, QueuedMessage};
@@ -24,19 +25,60 @@ pub struct Shared {
     pub segments: Arc<Segments>,
     /// The delivery log.
     pub log: DeliveryLog,
+    /// DKIM signers, from `[[dkim]]`.
+    pub dkim: Vec<Signer>,
     limiters: SkipMap<String, Arc<RateLimit>>,
 }
 
 impl Shared {
     /// Shared state for a run with `config`.
-    pub fn new(config: Arc<Config>, segments: Arc<Segments>, log: DeliveryLog) -> Shared {
+    pub fn new(
+        config: Arc<Config>,
+        segments: Arc<Segments>,
+        log: DeliveryLog,
+        dkim: Vec<Signer>,
+    ) -> Shared {
         Shared {
             config,
             ready: ReadyQueues::new(),
             segments,
             log,
+            dkim,
             limiters: SkipMap::new(),
         }
+    }
+
+    /// The signers for mail from `from_domain`: those of the closest configured domain
+    /// at or above it (`news.example.com` is signed by an `example.com` key unless it has
+    /// keys of its own). Two keys for that domain sign twice.
+    pub fn signers_for(&self, from_domain: &str) -> Vec<&Signer> {
+        let covers = |d: &str| {
+            from_domain == d
+                || (from_domain.len() > d.len()
+                    && from_domain.ends_with(d)
+                    && from_domain.as_bytes()[from_domain.len() - d.len() - 1] == b'.')
+        };
+        let Some(best) = self
+            .dkim
+            .iter()
+            .filter(|s| covers(&s.domain))
+            .map(|s| s.domain.len())
+            .max()
+        else {
+            return Vec::new();
+        };
+        self.dkim
+            .iter()
+            .filter(|s| s.domain.len() == best && covers(&s.domain))
+            .collect()
+    }
+
+    /// The distinct body canonicalizations the signers use.
+    pub fn body_canons(&self) -> Vec<Canonicalization> {
+        let mut canons: Vec<Canonicalization> = self.dkim.iter().map(|s| s.body_canon).collect();
+        canons.sort_by_key(|c| c.name());
+        canons.dedup();
+        canons
     }
 
     /// The shaping for `domain`.

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::dkim;
 use crate::outcome::log::LogEvent;
 use crate::queue::message::QueuedMessage;
 use crate::runtime::shard::ShardContext;
 use crate::session::envelope::{received_header, Envelope};
 use crate::session::state::{Event, Session};
-use crate::spool::commit::SpoolError;
+use crate::smtp::reply::Reply;
 use crate::spool::record::{encode_message, MessageId};
 
 /// Read size: big enough that a 5 KiB message is one read, small enough for many sessions.
@@ -50,7 +51,7 @@ pub async fn run(mut stream: TcpStream, ctx: &ShardContext) {
                         let result = store(ctx, peer, &envelope, body).await;
                         match &result {
                             Ok(id) => session.handle_stored(Ok(&id.to_string())),
-                            Err(e) => session.handle_stored(Err(e.reply())),
+                            Err(reply) => session.handle_stored(Err(reply.clone())),
                         }
                         stored = true;
                     }
@@ -134,13 +135,14 @@ pub async fn run(mut stream: TcpStream, ctx: &ShardContext) {
     }
 }
 
-/// Writes one message record and waits until it is durable. Returns its queue id.
+/// Signs (DKIM), writes one message record and waits until it is durable. Returns its
+/// queue id, or the reply the client gets instead.
 async fn store(
     ctx: &ShardContext,
     peer: SocketAddr,
     envelope: &Envelope,
     body: Vec<u8>,
-) -> Result<MessageId, SpoolError> {
+) -> Result<MessageId, Reply> {
     let id = ctx.spool.next_id();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -151,40 +153,45 @@ async fn store(
         &id.to_string(),
         now.as_secs(),
     );
+    let (signatures, signed_by) = dkim_sign(ctx, envelope, &body, now.as_secs())?;
     let received_micros = now.as_micros() as u64;
-    let size = (received.len() + body.len()) as u64;
+    let size = (received.len() + signatures.len() + body.len()) as u64;
     let eight_bit = !received.is_ascii() || !body.is_ascii();
     let head = encode_message(
         id,
         received_micros,
         envelope,
         eight_bit,
-        &[&received, &body],
+        &[&received, &signatures, &body],
     );
-    let location = ctx.spool.append(vec![head, received, body], 1).await?;
+    let location = ctx
+        .spool
+        .append(vec![head, received, signatures, body], 1)
+        .await
+        .map_err(|e| e.reply())?;
     let sender = envelope.sender.as_ref().map_or("", |s| s.as_str());
-    let message = Arc::new(
-        QueuedMessage::new(
-            id,
-            location.segment,
-            location.offset,
-            received_micros,
-            sender.to_owned(),
-            envelope
-                .recipients
-                .iter()
-                .map(|r| r.mailbox.as_str().to_owned())
-                .collect(),
-            envelope.smtputf8,
-            eight_bit,
-            size,
-            envelope.recipients.len(),
-        )
-        .with_dsn(
-            &envelope.mail_params,
-            envelope.recipients.iter().map(|r| r.params.as_str()),
-        ),
+    let recipients = envelope
+        .recipients
+        .iter()
+        .map(|r| r.mailbox.as_str().to_owned())
+        .collect();
+    let message = QueuedMessage::new(
+        id,
+        location.segment,
+        location.offset,
+        received_micros,
+        sender.to_owned(),
+        recipients,
+        envelope.smtputf8,
+        eight_bit,
+        size,
+        envelope.recipients.len(),
+    )
+    .with_dsn(
+        &envelope.mail_params,
+        envelope.recipients.iter().map(|r| r.params.as_str()),
     );
+    let message = Arc::new(message);
     ctx.shared.enqueue(
         &message,
         (0..envelope.recipients.len() as u32).map(|i| (i, 0)),
@@ -197,8 +204,61 @@ async fn store(
         recipients: Some(envelope.recipients.len()),
         size: Some(size),
         host: Some(&client),
+        dkim: (!signed_by.is_empty()).then_some(signed_by.as_str()),
         ..LogEvent::default()
     });
     tracing::debug!(id = %id, shard = ctx.id, client = %peer, size, "received");
     Ok(id)
+}
+
+/// The `DKIM-Signature:` fields for a message, once, whatever its recipient count: one per
+/// key of the closest configured domain at or above the From domain, unless the message
+/// already carries a signature by that domain and selector. Uses the body hashes the
+/// session computed while the content streamed in. Returns the fields and a summary for
+/// the log (`d=… s=… a=…; …`).
+fn dkim_sign(
+    ctx: &ShardContext,
+    envelope: &Envelope,
+    content: &[u8],
+    now_unix: u64,
+) -> Result<(Vec<u8>, String), Reply> {
+    if ctx.shared.dkim.is_empty() {
+        return Ok((Vec::new(), String::new()));
+    }
+    // The header section, up to but not including the empty line.
+    let headers = if content.starts_with(b"\r\n") {
+        &content[..0]
+    } else {
+        let end = memchr::memmem::find(content, b"\r\n\r\n").map_or(content.len(), |i| i + 2);
+        &content[..end]
+    };
+    let Some(domain) = dkim::from_domain(headers) else {
+        return Ok((Vec::new(), String::new()));
+    };
+    let mut fields = Vec::new();
+    let mut summary = Vec::new();
+    for signer in ctx.shared.signers_for(&domain) {
+        if dkim::already_signed(headers, &signer.domain, &signer.selector) {
+            continue;
+        }
+        let Some((_, hash)) = envelope
+            .body_hashes
+            .iter()
+            .find(|(c, _)| *c == signer.body_canon)
+        else {
+            continue;
+        };
+        fields.extend(
+            signer
+                .sign(headers, hash, now_unix)
+                .map_err(|e| e.reply())?,
+        );
+        summary.push(format!(
+            "d={} s={} a={}",
+            signer.domain,
+            signer.selector,
+            signer.key.algorithm().name()
+        ));
+    }
+    Ok((fields, summary.join("; ")))
 }

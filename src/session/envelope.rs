@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
+use crate::dkim::Canonicalization;
 use crate::smtp::address::Mailbox;
 
 /// One accepted recipient.
@@ -32,6 +33,9 @@ pub struct Envelope {
     pub recipients: Vec<Recipient>,
     /// The client asked for SMTPUTF8.
     pub smtputf8: bool,
+    /// DKIM body hashes computed while the content streamed in, one per body
+    /// canonicalization the configured signers use (empty without DKIM).
+    pub body_hashes: Vec<(Canonicalization, [u8; 32])>,
 }
 
 /// Formats the `Received:` header for a message (RFC 5321 §4.4, RFC 5322 §3.6.7).
@@ -123,6 +127,7 @@ mod tests {
                 params: String::new(),
             }],
             smtputf8: false,
+            body_hashes: Vec::new(),
         };
         let h = String::from_utf8(received_header(&env, "mx.example", "ID1", 0)).unwrap();
         assert_eq!(

@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 use memchr::memchr;
 
-use crate::session::data::{BdatEncoder, DataScanner};
+use crate::dkim::{BodyHasher, Canonicalization};
+use crate::session::data::{BdatEncoder, BodyTap, DataScanner};
 use crate::session::envelope::{Envelope, Recipient};
 use crate::smtp::address::{parse_mailbox, AddressError, Mailbox};
 use crate::smtp::command::{params, Command};
@@ -46,6 +47,9 @@ pub struct SessionConfig {
     pub max_errors: u32,
     /// Domains we accept mail for from anyone (lower case).
     pub relay_domains: Vec<String>,
+    /// Body canonicalizations of the DKIM signers: the session hashes the body with each
+    /// as it streams in (empty: no hashing).
+    pub body_canons: Vec<Canonicalization>,
 }
 
 /// Something the driver must act on.
@@ -84,6 +88,45 @@ struct Transaction {
     rcpt_tried: bool,
     bdat: Option<BdatEncoder>,
     body: Vec<u8>,
+    hashes: Option<BodyHashes>,
+}
+
+/// DKIM body hashes kept up to date while content streams in.
+struct BodyHashes {
+    tap: BodyTap,
+    hashers: Vec<BodyHasher>,
+}
+
+impl std::fmt::Debug for BodyHashes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyHashes")
+            .field("seen", &self.tap.seen())
+            .finish()
+    }
+}
+
+impl BodyHashes {
+    fn new(canons: &[Canonicalization]) -> Option<BodyHashes> {
+        (!canons.is_empty()).then(|| BodyHashes {
+            tap: BodyTap::new(),
+            hashers: canons.iter().map(|&c| BodyHasher::new(c)).collect(),
+        })
+    }
+
+    /// Hashes the wire form up to `upto` (what is final of it).
+    fn advance(&mut self, wire: &[u8], upto: usize) {
+        let hashers = &mut self.hashers;
+        self.tap
+            .advance(wire, upto, |b| hashers.iter_mut().for_each(|h| h.update(b)));
+    }
+
+    fn finish(mut self, wire: &[u8]) -> Vec<(Canonicalization, [u8; 32])> {
+        self.advance(wire, wire.len());
+        self.hashers
+            .into_iter()
+            .map(|h| (h.canonicalization(), h.finish()))
+            .collect()
+    }
 }
 
 /// One SMTP server session. See the module docs for the call order.
@@ -151,8 +194,12 @@ impl Session {
                     }
                 },
                 Input::Data(scanner) => {
-                    let body = &mut self.txn.as_mut().expect("DATA without transaction").body;
-                    let (used, done) = scanner.feed(rest, body);
+                    let txn = self.txn.as_mut().expect("DATA without transaction");
+                    let (used, done) = scanner.feed(rest, &mut txn.body);
+                    if let Some(h) = txn.hashes.as_mut() {
+                        // The last three octets may be the terminator's ".\r\n".
+                        h.advance(&txn.body, txn.body.len().saturating_sub(3));
+                    }
                     pos += used;
                     if done {
                         self.finish_data();
@@ -171,6 +218,9 @@ impl Session {
                         let txn = self.txn.as_mut().expect("kept chunk without transaction");
                         let encoder = txn.bdat.as_mut().expect("kept chunk without encoder");
                         encoder.feed(&rest[..take], &mut txn.body);
+                        if let Some(h) = txn.hashes.as_mut() {
+                            h.advance(&txn.body, txn.body.len());
+                        }
                     }
                     pos += take;
                     if done {
@@ -379,6 +429,7 @@ impl Session {
             rcpt_tried: false,
             bdat: None,
             body: Vec::new(),
+            hashes: None,
         });
         self.reply(replies::sender_ok());
     }
@@ -437,6 +488,9 @@ impl Session {
                 replies::bad_sequence("Need RCPT command")
             });
         }
+        if let Some(txn) = self.txn.as_mut() {
+            txn.hashes = BodyHashes::new(&self.config.body_canons);
+        }
         self.input = Input::Data(DataScanner::new(self.config.max_message_size));
         self.reply(replies::start_data());
     }
@@ -445,10 +499,14 @@ impl Session {
         let max = self.config.max_message_size;
         // The chunk's bytes follow the command whatever we answer, so they are always read.
         let keep = match self.txn.as_mut() {
-            Some(txn) if !txn.recipients.is_empty() => txn
-                .bdat
-                .get_or_insert_with(|| BdatEncoder::new(max))
-                .admit(size),
+            Some(txn) if !txn.recipients.is_empty() => {
+                if txn.bdat.is_none() {
+                    txn.hashes = BodyHashes::new(&self.config.body_canons);
+                }
+                txn.bdat
+                    .get_or_insert_with(|| BdatEncoder::new(max))
+                    .admit(size)
+            }
             _ => false,
         };
         self.input = Input::Chunk {
@@ -524,7 +582,9 @@ impl Session {
             (true, false) => "ESMTP",
             (false, false) => "SMTP",
         };
+        let body_hashes = txn.hashes.map(|h| h.finish(&txn.body)).unwrap_or_default();
         let envelope = Envelope {
+            body_hashes,
             peer: self.peer,
             helo,
             protocol,

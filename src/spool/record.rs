@@ -374,6 +374,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             smtputf8: false,
+            body_hashes: Vec::new(),
         }
     }
 

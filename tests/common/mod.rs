@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod dkimpy;
 pub mod dns;
 pub mod sink;
 
