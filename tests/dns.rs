@@ -11,7 +11,7 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
@@ -23,8 +23,9 @@ use hickory_server::proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneType};
-use hickory_server::Server;
 use pigeon::deliver::dns::{DnsError, MailHost, Resolver};
+
+mod common;
 
 /// Per-attempt timeout for resolvers talking to a live server (loopback answers in µs).
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -208,21 +209,17 @@ impl RequestHandler for Handler {
     }
 }
 
-/// A running hickory-server on `addr` (UDP and TCP), stopped on drop.
+/// A running hickory-server on `addr` (UDP and TCP) with query counters, stopped on drop.
 struct DnsServer {
     addr: SocketAddr,
     counts: Arc<Counts>,
-    stop: Option<Box<dyn FnOnce() + Send>>,
+    #[allow(dead_code)] // held for its Drop, which stops the server
+    server: common::dns::DnsServer,
 }
 
 impl DnsServer {
     fn start(ip: &str) -> DnsServer {
         let addr: SocketAddr = format!("{ip}:5301").parse().unwrap();
-        // Bound here, so the server is reachable once `start` returns.
-        let udp = StdUdpSocket::bind(addr).unwrap();
-        let tcp = std::net::TcpListener::bind(addr).unwrap();
-        udp.set_nonblocking(true).unwrap();
-        tcp.set_nonblocking(true).unwrap();
         let counts = Arc::new(Counts::default());
         let mut catalog = Catalog::new();
         catalog.upsert(
@@ -241,42 +238,15 @@ impl DnsServer {
             counts: counts.clone(),
             broken: LowerName::new(&name("broken.test.")),
         };
-        let (stop_tx, stop_rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let mut server = Server::new(handler);
-                server.register_socket(tokio::net::UdpSocket::from_std(udp).unwrap());
-                server.register_listener(
-                    tokio::net::TcpListener::from_std(tcp).unwrap(),
-                    Duration::from_secs(5),
-                    65_535,
-                );
-                let token = server.shutdown_token().clone();
-                let _ = stop_tx.send(Box::new(move || token.cancel()));
-                let _ = server.block_until_done().await;
-            });
-        });
         DnsServer {
             addr,
             counts,
-            stop: Some(stop_rx.recv().unwrap()),
+            server: common::dns::serve(addr, handler),
         }
     }
 
     fn queries(&self) -> usize {
         self.counts.udp() + self.counts.tcp()
-    }
-}
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            stop();
-        }
     }
 }
 

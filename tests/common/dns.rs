@@ -9,6 +9,7 @@ use std::time::Duration;
 use hickory_server::net::runtime::TokioRuntimeProvider;
 use hickory_server::proto::rr::rdata::{A, MX, SOA};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record};
+use hickory_server::server::RequestHandler;
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 use hickory_server::Server;
@@ -40,10 +41,6 @@ impl DnsServer {
     /// Serves zone `origin` (e.g. `test.`) with `records` on `ip:5301`.
     pub fn start(ip: &str, origin: &str, records: Vec<Rec>) -> DnsServer {
         let addr: SocketAddr = format!("{ip}:5301").parse().unwrap();
-        let udp = UdpSocket::bind(addr).unwrap();
-        let tcp = std::net::TcpListener::bind(addr).unwrap();
-        udp.set_nonblocking(true).unwrap();
-        tcp.set_nonblocking(true).unwrap();
         let origin_name = Name::from_str(origin).unwrap();
         let mut zone: InMemoryZoneHandler<TokioRuntimeProvider> =
             InMemoryZoneHandler::empty(origin_name.clone(), ZoneType::Primary, AxfrPolicy::Deny);
@@ -66,29 +63,40 @@ impl DnsServer {
         }
         let mut catalog = Catalog::new();
         catalog.upsert(LowerName::new(&origin_name), vec![Arc::new(zone)]);
-        let (stop_tx, stop_rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let mut server = Server::new(catalog);
-                server.register_socket(tokio::net::UdpSocket::from_std(udp).unwrap());
-                server.register_listener(
-                    tokio::net::TcpListener::from_std(tcp).unwrap(),
-                    Duration::from_secs(5),
-                    65_535,
-                );
-                let token = server.shutdown_token().clone();
-                let _ = stop_tx.send(Box::new(move || token.cancel()));
-                let _ = server.block_until_done().await;
-            });
+        serve(addr, catalog)
+    }
+}
+
+/// Serves `handler` (a catalog, or a test handler in front of one) on `addr`, UDP and TCP,
+/// on a tokio thread. The sockets are bound before this returns, so the server is
+/// reachable at once.
+pub fn serve<H: RequestHandler>(addr: SocketAddr, handler: H) -> DnsServer {
+    let udp = UdpSocket::bind(addr).unwrap();
+    let tcp = std::net::TcpListener::bind(addr).unwrap();
+    udp.set_nonblocking(true).unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let (stop_tx, stop_rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut server = Server::new(handler);
+            server.register_socket(tokio::net::UdpSocket::from_std(udp).unwrap());
+            server.register_listener(
+                tokio::net::TcpListener::from_std(tcp).unwrap(),
+                Duration::from_secs(5),
+                65_535,
+            );
+            let token = server.shutdown_token().clone();
+            let _ = stop_tx.send(Box::new(move || token.cancel()));
+            let _ = server.block_until_done().await;
         });
-        DnsServer {
-            addr,
-            stop: Some(stop_rx.recv().unwrap()),
-        }
+    });
+    DnsServer {
+        addr,
+        stop: Some(stop_rx.recv().unwrap()),
     }
 }
 
