@@ -586,10 +586,12 @@ impl Config {
                     format!("{:?} is not a domain", d.domain),
                 ));
             }
+            if !domain.is_ascii() {
+                return Err(invalid(key("domain"), "use the ASCII (xn--) form of the domain"));
+            }
             let selector_ok = !d.selector.is_empty()
-                && d.selector
-                    .split('.')
-                    .all(|l| crate::smtp::address::is_domain(l.as_bytes()));
+                && d.selector.is_ascii()
+                && d.selector.split('.').all(|l| crate::smtp::address::is_domain(l.as_bytes()));
             if !selector_ok {
                 return Err(invalid(
                     key("selector"),
@@ -621,6 +623,13 @@ impl Config {
             }
             signer.expire_after = d.expire;
             if let Some(headers) = &d.headers {
+                // RFC 5322 §3.6.8: a field name is printable ASCII without ':'.
+                let bad = headers
+                    .iter()
+                    .find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic() && b != b':'));
+                if let Some(bad) = bad {
+                    return Err(invalid(key("headers"), format!("{bad:?} is not a header field name")));
+                }
                 signer.headers = headers.clone();
             }
             signers.push(signer);

@@ -92,3 +92,34 @@ fn bad_dkim_key_files_are_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn dkim_header_names_and_ascii_domains_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let out = Command::new(PIGEON)
+        .args([
+            "dkim",
+            "keygen",
+            "--domain",
+            "example.com",
+            "--selector",
+            "s1",
+            "--algo",
+            "ed25519",
+            "--out",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = key.display();
+    let stderr = refused(&format!(
+        "[[dkim]]\ndomain = \"example.com\"\nselector = \"s1\"\nkey = \"{key}\"\nheaders = [\"From:\"]\n"
+    ));
+    assert!(stderr.contains("dkim[0].headers"), "{stderr}");
+    let stderr = refused(&format!(
+        "[[dkim]]\ndomain = \"exämple.com\"\nselector = \"s1\"\nkey = \"{key}\"\n"
+    ));
+    assert!(stderr.contains("dkim[0].domain"), "{stderr}");
+}

@@ -218,3 +218,38 @@ fn stuff(content: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A client that may not relay (here: mail to one of our relay.domains from outside
+/// relay.networks) never gets our key's signature on a From of ours.
+#[test]
+fn mail_from_untrusted_clients_is_not_signed() {
+    let keys = tempfile::tempdir().unwrap();
+    let ed = keygen(keys.path(), "example.test", "ed", "ed25519");
+    let dns = DnsServer::start(
+        "127.0.53.140",
+        "test.",
+        vec![a("dest.test.", "127.0.0.141")],
+    );
+    let sink = Sink::start(&[(
+        SocketAddr::new("127.0.0.141".parse().unwrap(), SMTP),
+        "accept",
+    )]);
+    let config = format!(
+        "[relay]\nnetworks = []\ndomains = [\"dest.test\"]\n\n\
+         [dns]\nnameservers = [\"{}\"]\n\n[delivery]\nport = {SMTP}\n\n[domain.default]\nmax_connections = 4\n\n\
+         [[dkim]]\ndomain = \"example.test\"\nselector = \"ed\"\nkey = \"{}\"\n",
+        dns.addr, ed.2
+    );
+    let mut pigeon = Pigeon::start("127.0.0.140", "", &config);
+    let mut c = Client::greeted(pigeon.addr);
+    assert_eq!(c.cmd("EHLO stranger.test").code, 250);
+    let r = c.send_message(
+        "ceo@example.test",
+        &["x@dest.test"],
+        b"From: ceo@example.test\r\nSubject: hi\r\n\r\nbody\r\n",
+    );
+    queued_id(&r);
+    let t = sink.wait_for(Duration::from_secs(30), |t| !t.is_empty());
+    assert!(!String::from_utf8_lossy(&t[0].data).contains("DKIM-Signature"));
+    assert!(pigeon.stop().success());
+}

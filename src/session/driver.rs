@@ -222,7 +222,9 @@ fn dkim_sign(
     content: &[u8],
     now_unix: u64,
 ) -> Result<(Vec<u8>, String), Reply> {
-    if ctx.shared.dkim.is_empty() {
+    // Only mail from clients allowed to relay is signed: a stranger sending to one of our
+    // relay.domains must not get a From header of ours signed with our key.
+    if ctx.shared.dkim.is_empty() || !ctx.may_relay(envelope.peer.ip()) {
         return Ok((Vec::new(), String::new()));
     }
     // The header section, up to but not including the empty line.
@@ -248,11 +250,11 @@ fn dkim_sign(
         else {
             continue;
         };
-        fields.extend(
-            signer
-                .sign(headers, hash, now_unix)
-                .map_err(|e| e.reply())?,
-        );
+        let field = signer.sign(headers, hash, now_unix).map_err(|e| {
+            tracing::error!(d = %signer.domain, s = %signer.selector, error = %e, "DKIM signing failed");
+            e.reply()
+        })?;
+        fields.extend(field);
         summary.push(format!(
             "d={} s={} a={}",
             signer.domain,
