@@ -587,11 +587,16 @@ impl Config {
                 ));
             }
             if !domain.is_ascii() {
-                return Err(invalid(key("domain"), "use the ASCII (xn--) form of the domain"));
+                return Err(invalid(
+                    key("domain"),
+                    "use the ASCII (xn--) form of the domain",
+                ));
             }
             let selector_ok = !d.selector.is_empty()
                 && d.selector.is_ascii()
-                && d.selector.split('.').all(|l| crate::smtp::address::is_domain(l.as_bytes()));
+                && d.selector
+                    .split('.')
+                    .all(|l| crate::smtp::address::is_domain(l.as_bytes()));
             if !selector_ok {
                 return Err(invalid(
                     key("selector"),
@@ -624,11 +629,14 @@ impl Config {
             signer.expire_after = d.expire;
             if let Some(headers) = &d.headers {
                 // RFC 5322 §3.6.8: a field name is printable ASCII without ':'.
-                let bad = headers
-                    .iter()
-                    .find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic() && b != b':'));
+                let bad = headers.iter().find(|h| {
+                    h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+                });
                 if let Some(bad) = bad {
-                    return Err(invalid(key("headers"), format!("{bad:?} is not a header field name")));
+                    return Err(invalid(
+                        key("headers"),
+                        format!("{bad:?} is not a header field name"),
+                    ));
                 }
                 signer.headers = headers.clone();
             }
