@@ -1,0 +1,183 @@
+//! `pigeon-load sink`: an SMTP server that accepts, counts and discards (or saves), with
+//! faults injected on request.
+//!
+//! - [`fault`]: which RCPT or message gets which injected reply.
+//! - [`session`]: the sans-io server session.
+//! - [`shard`]: executors, listeners, connection loops, counters.
+//!
+//! The main thread only starts the shards, watches the recipient total and the clock,
+//! raises the stop flag, merges the shards' counts and prints them as JSON.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::SinkArgs;
+
+pub mod fault;
+pub mod session;
+pub mod shard;
+
+use fault::{Fault, FaultPlan};
+use shard::{AddressCounts, Shared};
+
+/// What the sink prints when it stops.
+#[derive(Debug, Serialize)]
+struct Report {
+    /// The addresses it listened on (ports resolved).
+    listen: Vec<String>,
+    shards: usize,
+    connections: u64,
+    transactions: u64,
+    messages: u64,
+    recipients: u64,
+    rcpt_refused: u64,
+    data_refused: u64,
+    disconnects: u64,
+    /// `--expect-recipients` was reached (false: stopped by time or signal).
+    reached_expected: bool,
+    /// Seconds from the first accepted recipient to the last.
+    first_to_last_seconds: f64,
+    /// Recipients per second over that span.
+    recipients_per_second: f64,
+    elapsed_seconds: f64,
+    domains: BTreeMap<String, u64>,
+    addresses: BTreeMap<String, AddressCounts>,
+}
+
+/// Runs the sink until it has the expected recipients, the time cap, or SIGTERM/SIGINT.
+pub fn run(args: SinkArgs) -> Result<(), String> {
+    let faults = args
+        .fault
+        .iter()
+        .map(|s| Fault::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(dir) = &args.save {
+        for sub in ["tmp", "new"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(|e| format!("--save {}: {e}", dir.display()))?;
+        }
+    }
+    let hostname: &'static str = args.hostname.clone().leak();
+    let shared = Arc::new(Shared {
+        plan: FaultPlan::new(faults)?,
+        stop: AtomicBool::new(false),
+        save: args.save.clone(),
+        hostname,
+        ehlo: session::SinkSession::ehlo_reply(hostname).leak(),
+        epoch: Instant::now(),
+        connections: AtomicU64::new(0),
+        transactions: AtomicU64::new(0),
+        messages: AtomicU64::new(0),
+        recipients: AtomicU64::new(0),
+        rcpt_refused: AtomicU64::new(0),
+        data_refused: AtomicU64::new(0),
+        disconnects: AtomicU64::new(0),
+        first_recipient: AtomicU64::new(0),
+        last_recipient: AtomicU64::new(0),
+        saved: AtomicU64::new(0),
+    });
+    // A signal raises the same flag the clock does, so the counts are printed either way.
+    let signalled = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, signalled.clone()).map_err(|e| e.to_string())?;
+    }
+
+    let shards = crate::shard_count(args.shards, usize::MAX);
+    // Shard 0 binds first so that port 0 becomes one concrete port all shards share.
+    let (tx, rx) = mpsc::channel();
+    let mut handles = vec![
+        shard::spawn(0, args.listen.clone(), shared.clone(), tx.clone())
+            .map_err(|e| e.to_string())?,
+    ];
+    let bound = rx.recv().map_err(|_| "shard 0 died".to_string())??;
+    for id in 1..shards {
+        handles.push(
+            shard::spawn(id, bound.clone(), shared.clone(), tx.clone())
+                .map_err(|e| e.to_string())?,
+        );
+        rx.recv().map_err(|_| format!("shard {id} died"))??;
+    }
+    let listen: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
+    // Tests and scripts wait for this line.
+    eprintln!("pigeon-load sink: listening on {}", listen.join(","));
+
+    let deadline = shared.epoch + Duration::from_secs(args.max_seconds);
+    let mut reached_expected = false;
+    loop {
+        if let Some(n) = args.expect_recipients {
+            if shared.recipients.load(std::sync::atomic::Ordering::Acquire) >= n {
+                reached_expected = true;
+                break;
+            }
+        }
+        if Instant::now() >= deadline || signalled.load(Relaxed) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = shared.epoch.elapsed();
+    shared.stop.store(true, Relaxed);
+
+    let mut domains = BTreeMap::new();
+    let mut addresses: BTreeMap<String, AddressCounts> = BTreeMap::new();
+    for h in handles {
+        let counts = h.join().map_err(|e| format!("shard failed: {e}"))?;
+        for (d, n) in counts.domains {
+            *domains.entry(d).or_insert(0) += n;
+        }
+        for (addr, c) in listen.iter().zip(counts.addresses) {
+            let a = addresses.entry(addr.clone()).or_default();
+            a.connections += c.connections;
+            a.messages += c.messages;
+            a.recipients += c.recipients;
+        }
+    }
+    let first = shared.first_recipient.load(Relaxed);
+    let span = if first == 0 {
+        0.0
+    } else {
+        shared
+            .last_recipient
+            .load(Relaxed)
+            .saturating_sub(first - 1) as f64
+            / 1e9
+    };
+    let recipients = shared.recipients.load(Relaxed);
+    let report = Report {
+        listen,
+        shards,
+        connections: shared.connections.load(Relaxed),
+        transactions: shared.transactions.load(Relaxed),
+        messages: shared.messages.load(Relaxed),
+        recipients,
+        rcpt_refused: shared.rcpt_refused.load(Relaxed),
+        data_refused: shared.data_refused.load(Relaxed),
+        disconnects: shared.disconnects.load(Relaxed),
+        reached_expected,
+        first_to_last_seconds: span,
+        recipients_per_second: if span > 0.0 {
+            recipients as f64 / span
+        } else {
+            0.0
+        },
+        elapsed_seconds: elapsed.as_secs_f64(),
+        domains,
+        addresses,
+    };
+    if reached_expected {
+        eprintln!(
+            "pigeon-load sink: {recipients} recipients, {span:.3} s from the first to the last"
+        );
+    }
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    println!("{json}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}

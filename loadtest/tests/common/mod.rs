@@ -1,0 +1,112 @@
+//! Harness for the end-to-end tests: the real `pigeon-load` binary on 127.0.0.x addresses.
+//! Every wait is bounded: sinks run with `--max-seconds`, blasts with `--max-seconds`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pigeon-load")
+}
+
+/// A running `pigeon-load sink`.
+pub struct Sink {
+    child: Child,
+    /// The first address it listens on, port resolved.
+    pub addr: String,
+    /// Every address it listens on.
+    pub addrs: Vec<String>,
+}
+
+impl Sink {
+    /// Starts a sink on `listen` (comma-separated, port 0 allowed) with two shards and a
+    /// 25 s cap, plus `extra` options; returns once it listens.
+    pub fn start(listen: &str, extra: &[&str]) -> Sink {
+        let mut child = Command::new(bin())
+            .args([
+                "sink",
+                "--listen",
+                listen,
+                "--shards",
+                "2",
+                "--max-seconds",
+                "25",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sink");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addrs: Vec<String> = loop {
+            let line = lines.next().expect("sink exited before listening").unwrap();
+            if let Some(list) = line.strip_prefix("pigeon-load sink: listening on ") {
+                break list.split(',').map(str::to_owned).collect();
+            }
+        };
+        // Keep draining stderr so the sink never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Sink {
+            child,
+            addr: addrs[0].clone(),
+            addrs,
+        }
+    }
+
+    /// Waits for the sink to exit on its own (expected recipients or time cap) and returns
+    /// its JSON report.
+    pub fn finish(self) -> Value {
+        let out = self.child.wait_with_output().expect("wait for sink");
+        assert!(out.status.success(), "sink failed: {:?}", out.status);
+        serde_json::from_slice(&out.stdout).expect("sink JSON")
+    }
+
+    /// Stops the sink with SIGTERM and returns its JSON report.
+    pub fn stop(self) -> Value {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        self.finish()
+    }
+}
+
+/// Runs `pigeon-load blast` with `args` (plus a 25 s cap) and returns its JSON report.
+pub fn blast(args: &[&str]) -> Value {
+    let out = Command::new(bin())
+        .arg("blast")
+        .args(args)
+        .args(["--max-seconds", "25"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run blast");
+    assert!(out.status.success(), "blast failed: {:?}", out.status);
+    serde_json::from_slice(&out.stdout).expect("blast JSON")
+}
+
+/// A JSON count, 0 when absent.
+pub fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// A fresh empty directory under the system's temporary directory.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pigeon-load-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A free TCP port on `ip`, for foreign servers that cannot report the one they bound.
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
