@@ -1,0 +1,108 @@
+//! pigeon between the load tools: `blast` → pigeon → `sink`, with the sink refusing 30% of
+//! recipients with 451 on their first try. pigeon must still deliver every recipient
+//! (counted at the sink), and its delivery log must show the deferrals.
+//!
+//! Needs the `pigeon` binary next to this test's: `cargo test --workspace` builds it.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{blast, n, temp_dir, Sink};
+
+fn pigeon_binary() -> PathBuf {
+    // target/debug/deps/through_pigeon-… → target/debug/pigeon
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("pigeon");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+struct Pigeon(Child);
+
+impl Drop for Pigeon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn every_recipient_arrives_through_a_sink_that_defers_thirty_percent() {
+    let sink = Sink::start(
+        "127.0.0.150:0",
+        &["--fault", "rcpt:451:30", "--expect-recipients", "600"],
+    );
+    let dir = temp_dir("through-pigeon");
+    let log = dir.join("delivery.log");
+    let config = format!(
+        "hostname = \"mx.test\"\nshards = 2\n\n[spool]\npath = \"{}\"\n\n[log]\ndelivery = \"{}\"\n\n\
+         [[listener]]\naddress = \"127.0.0.151:2525\"\n\n[delivery]\nretry = [\"1s\"]\n\n\
+         [domain.default]\nroute = [\"{}\"]\nmax_connections = 8\n",
+        dir.join("spool").display(),
+        log.display(),
+        sink.addr
+    );
+    std::fs::write(dir.join("pigeon.toml"), config).unwrap();
+    let stderr = std::fs::File::create(dir.join("pigeon.stderr")).unwrap();
+    let _pigeon = Pigeon(
+        Command::new(pigeon_binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.join("pigeon.toml"))
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect("127.0.0.151:2525").is_err() {
+        assert!(Instant::now() < deadline, "pigeon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let sent = blast(&[
+        "--target",
+        "127.0.0.151:2525",
+        "--sessions",
+        "10",
+        "--messages",
+        "200",
+        "--recipients",
+        "3",
+        "--domains",
+        "5",
+    ]);
+    assert_eq!(n(&sent["recipients_accepted"]), 600, "{sent}");
+    // The sink exits once it has accepted all 600 recipients (or after its time cap).
+    let got = sink.finish();
+    assert_eq!(n(&got["recipients"]), 600, "{got}");
+    let refused = n(&got["rcpt_refused"]);
+    assert!(refused > 100, "{got}");
+
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let count = |kind: &str| events.iter().filter(|e| e["event"] == kind).count() as u64;
+    assert_eq!(count("delivered"), 600);
+    assert_eq!(count("deferred"), refused, "every 451 is a logged deferral");
+    assert!(events
+        .iter()
+        .filter(|e| e["event"] == "deferred")
+        .all(|e| e["reply"].as_str().unwrap().starts_with("451")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
