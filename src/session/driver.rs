@@ -38,6 +38,8 @@ pub async fn run(mut stream: TcpStream, ctx: &ShardContext) {
     let mut output = Vec::with_capacity(512);
     let mut told_to_stop = false;
     let _ = stream.set_write_timeout(Some(ctx.timeouts.command));
+    // Replies are small writes the client waits for; don't hold them back for an ACK.
+    let _ = stream.set_nodelay(true);
     loop {
         // Feed the session until it needs more bytes.
         loop {

@@ -44,6 +44,9 @@ impl Connection {
         let stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)
             .await
             .map_err(|e| temporary(format!("connect to {host}[{addr}]: {e}")))?;
+        // Commands and the content's last segment are small writes followed by a wait for
+        // a reply: with Nagle's algorithm each would sit out the peer's delayed ACK (40 ms).
+        let _ = stream.set_nodelay(true);
         let client = Client::new(ClientConfig {
             helo_name: helo.to_owned(),
         });
