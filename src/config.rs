@@ -550,12 +550,12 @@ impl Config {
             }
         }
         for (i, l) in self.listeners.iter().enumerate() {
-            // Refuse what this build cannot do rather than run a listener that silently
-            // lacks it (a submission port without AUTH, a TLS port in plain text).
-            if l.tls != TlsMode::None {
+            // Refuse what cannot work rather than run a listener that silently lacks it (a
+            // TLS port without a certificate, a submission port without AUTH).
+            if l.tls != TlsMode::None && self.tls.is_none() {
                 return Err(invalid(
                     format!("listener[{i}].tls"),
-                    "TLS is not supported by this build yet",
+                    "needs [tls] cert and key",
                 ));
             }
             if l.mode == ListenerMode::Submission {
@@ -564,6 +564,10 @@ impl Config {
                     "submission (AUTH) is not supported by this build yet",
                 ));
             }
+        }
+        if let Some(tls) = &self.tls {
+            crate::accept::tls::server_config(&tls.cert, &tls.key)
+                .map_err(|e| invalid("tls", e))?;
         }
         if self.auth.is_some() {
             return Err(invalid("auth", "AUTH is not supported by this build yet"));

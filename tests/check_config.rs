@@ -66,7 +66,7 @@ fn zero_recipients_is_refused() {
 }
 
 #[test]
-fn tls_listener_is_refused_by_this_build() {
+fn tls_listener_without_a_certificate_is_refused() {
     let stderr = refused("[[listener]]\naddress = \"127.0.0.1:2525\"\ntls = \"starttls\"\n");
     assert!(stderr.contains("listener[0].tls"), "{stderr}");
 }

@@ -128,6 +128,8 @@ impl Pair {
                     self.server.handle_stored(Ok(&id));
                 }
                 Event::Close => self.server_closed = true,
+                // This server never offers STARTTLS.
+                Event::StartTls => unreachable!("STARTTLS is not offered"),
             }
         }
         moved

@@ -1,3 +1,4 @@
 //! Where connections come in: listeners bound on every shard.
 
 pub mod listener;
+pub mod tls;

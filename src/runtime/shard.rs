@@ -78,6 +78,8 @@ pub struct ShardContext {
     pub domain_connections: RefCell<HashMap<String, u32>>,
     /// How many shards run.
     pub shard_count: u32,
+    /// TLS for listeners that offer it (from `[tls]`).
+    pub tls: Option<futures_rustls::TlsAcceptor>,
 }
 
 impl ShardContext {
@@ -154,13 +156,23 @@ async fn serve(
         attempts: Cell::new(0),
         domain_connections: RefCell::new(HashMap::new()),
         shard_count: config.shard_count() as u32,
+        tls: match &config.tls {
+            Some(t) => Some(
+                crate::accept::tls::server_config(&t.cert, &t.key)
+                    .map_err(std::io::Error::other)?
+                    .into(),
+            ),
+            None => None,
+        },
     });
     let mut bound = Vec::new();
     let mut accepting = Vec::new();
     for l in &config.listeners {
         let listener = listener::bind(l.address)?;
         bound.push(listener.local_addr()?);
-        accepting.push(glommio::spawn_local(listener::accept_loop(listener, ctx.clone())).detach());
+        accepting.push(
+            glommio::spawn_local(listener::accept_loop(listener, ctx.clone(), l.tls)).detach(),
+        );
     }
     let _ = ready.send(Ok(bound));
     let scheduler = glommio::spawn_local(scheduler::run(ctx.clone())).detach();

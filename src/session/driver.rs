@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
+
+use crate::config::TlsMode;
 
 use crate::dkim;
 use crate::outcome::log::LogEvent;
@@ -29,17 +32,104 @@ enum Read {
     Deadline,
 }
 
-/// Serves one connection until it closes.
-pub async fn run(mut stream: TcpStream, ctx: &ShardContext) {
-    let Ok(peer) = stream.peer_addr() else { return };
+/// A connection, in plain text or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Between the two, during a STARTTLS handshake.
+    Gone,
+}
+
+impl Conn {
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Conn::Plain(s) => Some(s),
+            Conn::Tls(s) => Some(s.get_ref().0),
+            Conn::Gone => None,
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+            Conn::Gone => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(buf).await,
+            Conn::Tls(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+            Conn::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Conn::Plain(mut s) => drop(s.close().await),
+            Conn::Tls(mut s) => drop(s.close().await),
+            Conn::Gone => {}
+        }
+    }
+
+    fn set_read_timeout(&self, t: Duration) {
+        if let Some(s) = self.tcp() {
+            let _ = s.set_read_timeout(Some(t.max(Duration::from_millis(1))));
+        }
+    }
+
+    fn set_write_timeout(&self, t: Duration) {
+        if let Some(s) = self.tcp() {
+            let _ = s.set_write_timeout(Some(t.max(Duration::from_millis(1))));
+        }
+    }
+}
+
+/// Runs the server side of a TLS handshake, bounded by the command timeout.
+async fn handshake(ctx: &ShardContext, stream: TcpStream) -> Option<Conn> {
+    let acceptor = ctx.tls.clone()?;
+    let accept = async { acceptor.accept(stream).await.ok() };
+    let timeout = async {
+        glommio::timer::sleep(ctx.timeouts.command).await;
+        None
+    };
+    match future::or(accept, timeout).await {
+        Some(tls) => Some(Conn::Tls(Box::new(tls))),
+        None => {
+            tracing::debug!("TLS handshake failed or timed out");
+            None
+        }
+    }
+}
+
+/// Serves one connection until it closes. `tls` is the listener's TLS mode.
+pub async fn run(tcp: TcpStream, ctx: &ShardContext, tls: TlsMode) {
+    let Ok(peer) = tcp.peer_addr() else { return };
+    // Replies are small writes the client waits for; don't hold them back for an ACK.
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match tls {
+        TlsMode::Implicit => match handshake(ctx, tcp).await {
+            Some(conn) => conn,
+            None => return,
+        },
+        _ => Conn::Plain(tcp),
+    };
     let mut session = Session::new(ctx.session.clone(), peer, ctx.may_relay(peer.ip()));
+    match tls {
+        TlsMode::Implicit => session.set_tls_active(),
+        TlsMode::Starttls => session.offer_starttls(),
+        TlsMode::None => {}
+    }
     let mut input = vec![0u8; READ_CHUNK];
     let (mut start, mut end) = (0usize, 0usize);
     let mut output = Vec::with_capacity(512);
     let mut told_to_stop = false;
-    let _ = stream.set_write_timeout(Some(ctx.timeouts.command));
-    // Replies are small writes the client waits for; don't hold them back for an ACK.
-    let _ = stream.set_nodelay(true);
+    let mut start_tls = false;
+    stream.set_write_timeout(ctx.timeouts.command);
     loop {
         // Feed the session until it needs more bytes.
         loop {
@@ -57,6 +147,7 @@ pub async fn run(mut stream: TcpStream, ctx: &ShardContext) {
                         }
                         stored = true;
                     }
+                    Event::StartTls => start_tls = true,
                     Event::Close => {}
                 }
             }
@@ -72,8 +163,23 @@ pub async fn run(mut stream: TcpStream, ctx: &ShardContext) {
             output.clear();
         }
         if session.is_closed() {
-            let _ = stream.close().await;
+            stream.close().await;
             return;
+        }
+        if std::mem::take(&mut start_tls) {
+            // Whatever the client pipelined after STARTTLS was sent in plain text and is
+            // dropped unread (RFC 3207 §5; CVE-2011-0411).
+            (start, end) = (0, 0);
+            let Conn::Plain(tcp) = std::mem::replace(&mut stream, Conn::Gone) else {
+                return;
+            };
+            match handshake(ctx, tcp).await {
+                Some(conn) => stream = conn,
+                None => return,
+            }
+            stream.set_write_timeout(ctx.timeouts.command);
+            session.handle_tls_started();
+            continue;
         }
         if ctx.stop.is_stopping() && !told_to_stop {
             told_to_stop = true;
@@ -99,9 +205,9 @@ pub async fn run(mut stream: TcpStream, ctx: &ShardContext) {
         };
         if let Some(deadline) = ctx.stop_deadline.get() {
             timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
-            let _ = stream.set_write_timeout(Some(timeout.max(Duration::from_millis(1))));
+            stream.set_write_timeout(timeout);
         }
-        let _ = stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
+        stream.set_read_timeout(timeout);
         let read = if in_content || told_to_stop {
             // A read inside message content is abandoned only at the stop deadline, when
             // the session ends anyway: before that, bytes it took would be lost.

@@ -57,6 +57,10 @@ pub struct SessionConfig {
 pub enum Event {
     /// A complete message: make it durable, then call [`Session::handle_stored`].
     Message(Box<Envelope>, Vec<u8>),
+    /// Write what output is left (the 220 to STARTTLS), drop any input the client sent
+    /// after the command (RFC 3207 §5, CVE-2011-0411), run the TLS handshake, then call
+    /// [`Session::handle_tls_started`].
+    StartTls,
     /// Write what output is left, then close the connection.
     Close,
 }
@@ -75,6 +79,8 @@ enum Input {
     },
     /// A message is being stored; input waits.
     AwaitStore,
+    /// STARTTLS was accepted; nothing more is read until the handshake is done.
+    AwaitTls,
     Closed,
 }
 
@@ -143,6 +149,10 @@ pub struct Session {
     errors: u32,
     spool_available: bool,
     shutting_down: bool,
+    /// STARTTLS is offered on this listener.
+    offer_starttls: bool,
+    /// The session runs over TLS (after STARTTLS, or on an implicit-TLS listener).
+    tls_active: bool,
     output: Vec<u8>,
     events: VecDeque<Event>,
 }
@@ -162,6 +172,8 @@ impl Session {
             errors: 0,
             spool_available: true,
             shutting_down: false,
+            offer_starttls: false,
+            tls_active: false,
             output: Vec::with_capacity(512),
             events: VecDeque::new(),
         };
@@ -227,7 +239,7 @@ impl Session {
                         self.finish_chunk(size, last, keep);
                     }
                 }
-                Input::AwaitStore | Input::Closed => break,
+                Input::AwaitStore | Input::AwaitTls | Input::Closed => break,
             }
         }
         self.close_if_stopping();
@@ -278,6 +290,28 @@ impl Session {
         self.close_with(replies::shutting_down());
     }
 
+    /// Offers STARTTLS (RFC 3207) on this session's listener.
+    pub fn offer_starttls(&mut self) {
+        self.offer_starttls = true;
+    }
+
+    /// The session runs over TLS from the start (an implicit-TLS listener, RFC 8314).
+    pub fn set_tls_active(&mut self) {
+        self.tls_active = true;
+    }
+
+    /// The TLS handshake after STARTTLS succeeded. The session starts over, as RFC 3207 §4.2
+    /// requires: the client must say EHLO again, and nothing said before counts.
+    pub fn handle_tls_started(&mut self) {
+        debug_assert!(matches!(self.input, Input::AwaitTls));
+        self.tls_active = true;
+        self.helo = None;
+        self.txn = None;
+        self.input = Input::Commands;
+        self.discarding_line = false;
+        self.close_if_stopping();
+    }
+
     /// The client closed its side. Whatever transaction was open is dropped.
     pub fn handle_eof(&mut self) {
         self.txn = None;
@@ -292,7 +326,7 @@ impl Session {
     pub fn handle_shutdown(&mut self) {
         self.shutting_down = true;
         match self.input {
-            Input::Data(_) | Input::Chunk { .. } | Input::AwaitStore => {}
+            Input::Data(_) | Input::Chunk { .. } | Input::AwaitStore | Input::AwaitTls => {}
             Input::Commands => self.close_if_stopping(),
             Input::Closed => {}
         }
@@ -350,9 +384,8 @@ impl Session {
             Command::Help => self.reply(replies::help()),
             Command::Vrfy => self.reply(replies::cannot_vrfy()),
             // Not offered on this listener (EXPN never; STARTTLS and AUTH need TLS).
-            Command::Expn | Command::StartTls | Command::Auth(_) => {
-                self.error(replies::not_implemented())
-            }
+            Command::StartTls => self.starttls(),
+            Command::Expn | Command::Auth(_) => self.error(replies::not_implemented()),
         }
     }
 
@@ -376,8 +409,23 @@ impl Session {
                 "ENHANCEDSTATUSCODES".into(),
                 "CHUNKING".into(),
                 "DSN".into(),
-            ],
+            ]
+            .into_iter()
+            .chain((self.offer_starttls && !self.tls_active).then(|| "STARTTLS".into()))
+            .collect(),
         ));
+    }
+
+    fn starttls(&mut self) {
+        if self.tls_active {
+            return self.error(replies::bad_sequence("TLS already active"));
+        }
+        if !self.offer_starttls {
+            return self.error(replies::not_implemented());
+        }
+        self.reply(Reply::new(220, Enhanced(2, 0, 0), "Ready to start TLS"));
+        self.input = Input::AwaitTls;
+        self.events.push_back(Event::StartTls);
     }
 
     fn mail(&mut self, path: &[u8], param_bytes: &[u8]) {
@@ -577,10 +625,13 @@ impl Session {
             ));
         }
         let (helo, extended) = self.helo.clone().unwrap_or_default();
-        let protocol = match (extended, txn.smtputf8) {
-            (_, true) => "UTF8SMTP",
-            (true, false) => "ESMTP",
-            (false, false) => "SMTP",
+        // RFC 3848 and RFC 6531 §3.7.3: the `with` clause says ESMTP, TLS and SMTPUTF8.
+        let protocol = match (extended, txn.smtputf8, self.tls_active) {
+            (_, true, true) => "UTF8SMTPS",
+            (_, true, false) => "UTF8SMTP",
+            (true, false, true) => "ESMTPS",
+            (true, false, false) => "ESMTP",
+            (false, false, _) => "SMTP",
         };
         let body_hashes = txn.hashes.map(|h| h.finish(&txn.body)).unwrap_or_default();
         let envelope = Envelope {

@@ -367,6 +367,13 @@ impl Client {
         self.reply()
     }
 
+    /// Everything the server sends until it closes or the read timeout passes.
+    pub fn read_rest(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = self.reader.read_to_end(&mut out);
+        out
+    }
+
     /// True once the server has closed the connection (reads EOF).
     pub fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1];
