@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use pigeon::config::Config;
 use pigeon::outcome::log::DeliveryLog;
 use pigeon::queue::deferred::Deferred;
-use pigeon::queue::message::{jobs_for, QueuedMessage};
+use pigeon::queue::message::QueuedMessage;
 use pigeon::runtime::shard;
 use pigeon::runtime::shared::Shared;
 use pigeon::runtime::shutdown::{spawn_signal_thread, StopFlag};
@@ -277,12 +277,16 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
             pending.iter().filter(|p| p.2 <= now).map(|p| (p.0, p.1)),
         );
         let later = pending.iter().filter(|p| p.2 > now).map(|p| (p.0, p.1));
-        let per_transaction = |d: &str| shared.policy(d).max_recipients_per_transaction as usize;
-        for (domain, job) in jobs_for(&message, later, per_transaction) {
+        for (domain, job) in shared.jobs(&message, later) {
             let due = job
                 .recipients
                 .iter()
-                .map(|&i| pending.iter().find(|p| p.0 == i).map_or(0, |p| p.2))
+                // `pending` is in index order (built from `enumerate`).
+                .map(|&i| {
+                    pending
+                        .binary_search_by_key(&i, |p| p.0)
+                        .map_or(0, |k| pending[k].2)
+                })
                 .min()
                 .unwrap_or(0);
             deferred[held % deferred.len()].insert(due, domain, job);

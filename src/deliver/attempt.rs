@@ -30,7 +30,7 @@ impl Drop for Slot {
 
 /// Runs one connection's worth of deliveries for `queue`. The caller took a connection
 /// slot for it.
-pub async fn run(ctx: Rc<ShardContext>, queue: Arc<DomainQueue>, policy: DomainPolicy) {
+pub async fn run(ctx: Rc<ShardContext>, queue: Arc<DomainQueue>, policy: Arc<DomainPolicy>) {
     let _slot = Slot(queue.clone());
     ctx.attempts.set(ctx.attempts.get() + 1);
     // At a stop, a connection finishes its transaction and quits; one still busy at the
@@ -121,10 +121,12 @@ async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy)
                     .collect()
             },
         };
-        let indices = job.recipients.clone();
         match conn.send(envelope, content.bytes()).await {
             Ok(results) => {
-                let results = results.into_iter().map(|(i, r)| (indices[i], r)).collect();
+                let results = results
+                    .into_iter()
+                    .map(|(i, r)| (job.recipients[i], r))
+                    .collect();
                 settle(ctx, job, Some(&host), conn.offers_dsn(), results).await;
             }
             Err((reply, pending)) => {
@@ -132,13 +134,13 @@ async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy)
                 // (a 4xx when the connection broke), even one already refused at RCPT,
                 // which is then tried again rather than bounced on a half-done session.
                 let pending = if pending.is_empty() {
-                    (0..indices.len()).collect()
+                    (0..job.recipients.len()).collect()
                 } else {
                     pending
                 };
                 let results = pending
                     .into_iter()
-                    .map(|i| (indices[i], reply.clone()))
+                    .map(|i| (job.recipients[i], reply.clone()))
                     .collect();
                 settle(ctx, job, Some(&host), conn.offers_dsn(), results).await;
                 return;

@@ -46,8 +46,7 @@ pub async fn run(ctx: Rc<ShardContext>) {
                     .get(&queue.domain)
                     .copied()
                     .unwrap_or(0);
-                if mine >= share || queue.connections() >= want || !queue.try_open_connection(want)
-                {
+                if mine >= share || !queue.try_open_connection(want) {
                     break;
                 }
                 *ctx.domain_connections

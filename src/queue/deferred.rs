@@ -32,11 +32,6 @@ impl Deferred {
             .collect()
     }
 
-    /// When the earliest job is due.
-    pub fn next_due(&self) -> Option<u64> {
-        self.due.keys().next().map(|&(t, _)| t)
-    }
-
     /// Jobs held.
     pub fn len(&self) -> usize {
         self.due.len()

@@ -94,11 +94,12 @@ impl QueuedMessage {
     }
 
     /// The DSN parameters of recipient `index`.
-    pub fn recipient_dsn(&self, index: u32) -> RcptDsn {
-        self.rcpt_dsn
-            .get(index as usize)
-            .cloned()
-            .unwrap_or_default()
+    pub fn recipient_dsn(&self, index: u32) -> &RcptDsn {
+        static NONE: RcptDsn = RcptDsn {
+            notify: None,
+            orcpt: None,
+        };
+        self.rcpt_dsn.get(index as usize).unwrap_or(&NONE)
     }
 
     /// Notes that an outcome record about this message was written to `segment`.

@@ -6,7 +6,7 @@
 //! (40% of a list at gmail.com) is served by every core, not by the shard that happened
 //! to accept the message.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crossbeam::queue::SegQueue;
@@ -20,7 +20,6 @@ pub struct DomainQueue {
     /// The domain, lower case.
     pub domain: String,
     jobs: SegQueue<Job>,
-    len: AtomicUsize,
     connections: AtomicU32,
 }
 
@@ -29,7 +28,6 @@ impl DomainQueue {
         DomainQueue {
             domain,
             jobs: SegQueue::new(),
-            len: AtomicUsize::new(0),
             connections: AtomicU32::new(0),
         }
     }
@@ -37,24 +35,21 @@ impl DomainQueue {
     /// Adds a job at the back.
     pub fn push(&self, job: Job) {
         self.jobs.push(job);
-        self.len.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Takes the job at the front.
     pub fn pop(&self) -> Option<Job> {
-        let job = self.jobs.pop()?;
-        self.len.fetch_sub(1, Ordering::AcqRel);
-        Some(job)
+        self.jobs.pop()
     }
 
     /// Jobs waiting (a hint: other shards push and pop concurrently).
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire)
+        self.jobs.len()
     }
 
     /// True when no job waits.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.jobs.is_empty()
     }
 
     /// Open connections to this domain, all shards together.

@@ -10,7 +10,7 @@ use crate::config::{Config, DomainPolicy};
 use crate::dkim::{Canonicalization, Signer};
 use crate::outcome::log::DeliveryLog;
 use crate::queue::limits::RateLimit;
-use crate::queue::message::{jobs_for, QueuedMessage};
+use crate::queue::message::{jobs_for, Job, QueuedMessage};
 use crate::queue::ready::ReadyQueues;
 use crate::spool::segments::Segments;
 
@@ -28,6 +28,9 @@ pub struct Shared {
     /// DKIM signers, from `[[dkim]]`.
     pub dkim: Vec<Signer>,
     limiters: SkipMap<String, Arc<RateLimit>>,
+    /// Each domain's resolved policy, computed once: it is asked for per message (the
+    /// transaction size) and per scheduler tick.
+    policies: SkipMap<String, Arc<DomainPolicy>>,
 }
 
 impl Shared {
@@ -45,6 +48,7 @@ impl Shared {
             log,
             dkim,
             limiters: SkipMap::new(),
+            policies: SkipMap::new(),
         }
     }
 
@@ -82,8 +86,15 @@ impl Shared {
     }
 
     /// The shaping for `domain`.
-    pub fn policy(&self, domain: &str) -> DomainPolicy {
-        self.config.domain_policy(domain)
+    pub fn policy(&self, domain: &str) -> Arc<DomainPolicy> {
+        if let Some(e) = self.policies.get(domain) {
+            return e.value().clone();
+        }
+        let policy = Arc::new(self.config.domain_policy(domain));
+        self.policies
+            .get_or_insert(domain.to_owned(), policy)
+            .value()
+            .clone()
     }
 
     /// The rate limiter of `domain`, if its policy sets a rate.
@@ -107,9 +118,19 @@ impl Shared {
         message: &Arc<QueuedMessage>,
         pending: impl IntoIterator<Item = (u32, u32)>,
     ) {
-        let per_transaction = |d: &str| self.policy(d).max_recipients_per_transaction as usize;
-        for (domain, job) in jobs_for(message, pending, per_transaction) {
+        for (domain, job) in self.jobs(message, pending) {
             self.ready.push(&domain, job);
         }
+    }
+
+    /// Splits the given recipients (index, attempts so far) of `message` into jobs of at
+    /// most each domain's `max_recipients_per_transaction`.
+    pub fn jobs(
+        &self,
+        message: &Arc<QueuedMessage>,
+        pending: impl IntoIterator<Item = (u32, u32)>,
+    ) -> Vec<(String, Job)> {
+        let per_transaction = |d: &str| self.policy(d).max_recipients_per_transaction as usize;
+        jobs_for(message, pending, per_transaction)
     }
 }

@@ -63,7 +63,10 @@ impl Segments {
 
     /// Drops one reference; deletes the file if that was the last and it is sealed.
     pub fn release(&self, key: SegmentKey) {
-        let c = self.counter(key);
+        // A segment already deleted has nothing left to release.
+        let Some(c) = self.counts.get(&key).map(|e| e.value().clone()) else {
+            return;
+        };
         if c.refs.fetch_sub(1, Ordering::AcqRel) == 1 && c.sealed.load(Ordering::Acquire) {
             self.delete(key, &c);
         }
@@ -103,7 +106,9 @@ impl Segments {
 
     /// References a segment holds now.
     pub fn refs(&self, key: SegmentKey) -> i64 {
-        self.counter(key).refs.load(Ordering::Acquire)
+        self.counts
+            .get(&key)
+            .map_or(0, |e| e.value().refs.load(Ordering::Acquire))
     }
 
     fn delete(&self, key: SegmentKey, c: &Counter) {
