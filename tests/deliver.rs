@@ -260,7 +260,8 @@ fn a_451_is_retried_and_a_550_bounces_to_the_sender_as_a_dsn() {
     let dsn = sender_mx.wait_for(Duration::from_secs(30), |t| !t.is_empty());
     assert_eq!(dsn[0].mail_from, "<>", "a DSN has the null sender");
     assert_eq!(dsn[0].rcpt_tos, vec!["me@src.test"]);
-    assert!(nobody.transactions().is_empty());
+    // pigeon did try the refusing MX (it refuses at RCPT, so no transaction completes).
+    assert!(nobody.connections() >= 1);
     let checked = python(
         r#"
 import email, email.policy, sys

@@ -427,7 +427,8 @@ fn silent_nameserver_times_out_and_the_next_one_answers() {
     let elapsed = started.elapsed();
     assert!(matches!(e, DnsError::Temporary(_)), "{e}");
     assert!(e.to_string().contains("timed out"), "{e}");
-    assert!(elapsed >= timeout && elapsed < 3 * timeout, "{elapsed:?}");
+    // One timeout, not a retry per question; the upper bound is loose for a loaded machine.
+    assert!(elapsed >= timeout && elapsed < 10 * timeout, "{elapsed:?}");
 
     // Silent first, live second: the answer comes from the second, and the resolver sticks
     // to it, so the MX and the four address questions cost one timeout, not five.
@@ -439,7 +440,8 @@ fn silent_nameserver_times_out_and_the_next_one_answers() {
     });
     let elapsed = started.elapsed();
     assert_eq!(names(&hosts), ["mx1.pigeon.test", "mx2.pigeon.test"]);
-    assert!(elapsed >= timeout && elapsed < 3 * timeout, "{elapsed:?}");
+    // The query count below is the real check that the silent server was asked only once.
+    assert!(elapsed >= timeout && elapsed < 10 * timeout, "{elapsed:?}");
     assert_eq!(stats.udp_queries, 6);
     assert_eq!(server.queries(), 5);
 }
@@ -540,6 +542,10 @@ fn ipv6_nameserver() {
     // Loopback IPv6 may be missing in some containers; the test needs it, as the resolver
     // must bind [::]:0 for an IPv6 nameserver.
     if StdUdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI machines have IPv6 loopback"
+        );
         eprintln!("skipped: no IPv6 loopback");
         return;
     }

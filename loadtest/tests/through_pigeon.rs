@@ -92,11 +92,23 @@ fn every_recipient_arrives_through_a_sink_that_defers_thirty_percent() {
     let refused = n(&got["rcpt_refused"]);
     assert!(refused > 100, "{got}");
 
-    let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // The sink counted the last recipient before pigeon read its 250 and logged it: wait
+    // for the log to catch up.
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut events = read();
+    while events.iter().filter(|e| e["event"] == "delivered").count() < 600
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        events = read();
+    }
     let count = |kind: &str| events.iter().filter(|e| e["event"] == kind).count() as u64;
     assert_eq!(count("delivered"), 600);
     assert_eq!(count("deferred"), refused, "every 451 is a logged deferral");
