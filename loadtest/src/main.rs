@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 mod blast;
 mod sink;
+mod tls;
 
 /// Command line.
 #[derive(Parser, Debug)]
@@ -49,8 +50,10 @@ pub struct SinkArgs {
     #[arg(long)]
     pub save: Option<PathBuf>,
     /// Inject a fault; repeatable. `rcpt:CODE:PCT`, `data:CODE:PCT`, `mail:CODE:PCT`,
-    /// `disconnect:rcpt:PCT`, `disconnect:data:PCT`. 4xx and disconnects hit a given
-    /// recipient (or message) on its first try only, so a retry passes.
+    /// `starttls:CODE:PCT`, `disconnect:rcpt:PCT`, `disconnect:data:PCT`,
+    /// `disconnect:starttls:PCT` (a 220, then no handshake). 4xx and disconnects hit a
+    /// given recipient (or message) on its first try only, so a retry passes; STARTTLS
+    /// faults are drawn per connection.
     #[arg(long)]
     pub fault: Vec<String>,
     /// Exit once this many recipients have been accepted in completed messages, and
@@ -66,6 +69,20 @@ pub struct SinkArgs {
     /// Host name in the greeting and EHLO reply.
     #[arg(long, default_value = "sink.pigeon-load.test")]
     pub hostname: String,
+    /// Offer STARTTLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) for --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Offer AUTH PLAIN (under TLS when STARTTLS is offered) and require it before MAIL;
+    /// only `USER:PASSWORD` passes.
+    #[arg(long)]
+    pub auth: Option<String>,
+    /// Delay replies at a stage; repeatable. `greeting:MS`, `mail:MS`, `rcpt:MS`, `data:MS`
+    /// (the reply after the content).
+    #[arg(long)]
+    pub delay: Vec<String>,
 }
 
 /// Options of `pigeon-load blast`.
@@ -116,6 +133,19 @@ pub struct BlastArgs {
     /// First recipient number (`u{N}`); change it to send to fresh recipients.
     #[arg(long, default_value_t = 0)]
     pub first_recipient: u64,
+    /// Run STARTTLS after EHLO (sessions fail if the server does not offer it).
+    #[arg(long)]
+    pub starttls: bool,
+    /// Verify the server's certificate against these CA certificates (PEM); without it any
+    /// certificate is accepted.
+    #[arg(long, requires = "starttls")]
+    pub tls_ca: Option<PathBuf>,
+    /// The TLS server name to send and verify; default: the target's host.
+    #[arg(long, requires = "starttls")]
+    pub tls_name: Option<String>,
+    /// Authenticate with AUTH PLAIN as `USER:PASSWORD` (after STARTTLS).
+    #[arg(long)]
+    pub auth: Option<String>,
 }
 
 fn main() -> ExitCode {

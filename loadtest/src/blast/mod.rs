@@ -61,6 +61,19 @@ pub struct Plan {
     pub next: AtomicU64,
     /// Transactions finished (any outcome), for the progress line.
     pub done: AtomicU64,
+    /// STARTTLS after EHLO, when asked.
+    pub tls: Option<BlastTls>,
+    /// The AUTH PLAIN initial response (RFC 4616, base64), when asked.
+    pub auth: Option<String>,
+}
+
+/// How sessions run STARTTLS.
+#[derive(Debug)]
+pub struct BlastTls {
+    /// The rustls client configuration (verifying or not, see [`crate::tls`]).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name sent (SNI) and, when verifying, checked.
+    pub name: rustls::pki_types::ServerName<'static>,
 }
 
 impl Plan {
@@ -127,6 +140,8 @@ pub struct Tally {
     pub errors: u64,
     /// Microseconds from the final dot to its reply.
     pub latency: Histogram<u64>,
+    /// TLS sessions established, by protocol version.
+    pub tls: BTreeMap<&'static str, u64>,
 }
 
 impl Tally {
@@ -139,6 +154,7 @@ impl Tally {
             errors: 0,
             // The bounds are constants that hdrhistogram accepts.
             latency: Histogram::new_with_bounds(1, LATENCY_MAX_MICROS, 3).expect("valid bounds"),
+            tls: BTreeMap::new(),
         }
     }
 
@@ -164,6 +180,9 @@ impl Tally {
         self.recipients += other.recipients;
         self.connections += other.connections;
         self.errors += other.errors;
+        for (version, n) in other.tls {
+            *self.tls.entry(version).or_insert(0) += n;
+        }
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
     }
@@ -202,6 +221,10 @@ struct Report {
     replies: BTreeMap<&'static str, BTreeMap<u16, u64>>,
     /// From the final dot to the reply, in milliseconds.
     latency_ms: Latency,
+    /// TLS sessions by protocol version (empty without `--starttls`).
+    tls_sessions: BTreeMap<&'static str, u64>,
+    /// AUTH was used.
+    auth: bool,
 }
 
 /// Runs the blast and prints its report.
@@ -233,6 +256,31 @@ pub fn run(args: BlastArgs) -> Result<(), String> {
         Some(_) => return Err("--rate must be positive".into()),
         None => None,
     };
+    let tls = if args.starttls {
+        let host = args
+            .tls_name
+            .clone()
+            .unwrap_or_else(|| host_of(&args.target));
+        Some(BlastTls {
+            config: crate::tls::client_config(args.tls_ca.as_deref())?,
+            name: crate::tls::server_name(&host)?,
+        })
+    } else {
+        None
+    };
+    let auth = match &args.auth {
+        Some(user_pass) => {
+            let (user, pass) = user_pass
+                .split_once(':')
+                .ok_or("--auth wants USER:PASSWORD")?;
+            if !args.starttls {
+                return Err("--auth needs --starttls: servers take passwords only over TLS".into());
+            }
+            // RFC 4616: authzid (empty) NUL authcid NUL passwd.
+            Some(data_encoding::BASE64.encode(format!("\0{user}\0{pass}").as_bytes()))
+        }
+        None => None,
+    };
     let start = Instant::now();
     let plan = Arc::new(Plan {
         target: args.target.clone(),
@@ -250,6 +298,8 @@ pub fn run(args: BlastArgs) -> Result<(), String> {
         deadline: start + run_for,
         next: AtomicU64::new(0),
         done: AtomicU64::new(0),
+        tls,
+        auth,
     });
 
     let shards = crate::shard_count(args.shards, args.sessions);
@@ -329,6 +379,8 @@ pub fn run(args: BlastArgs) -> Result<(), String> {
             p99: ms(0.99),
             max: tally.latency.max() as f64 / 1000.0,
         },
+        tls_sessions: tally.tls.clone(),
+        auth: args.auth.is_some(),
     };
     eprint!("{}", table(&report));
     let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
@@ -338,6 +390,14 @@ pub fn run(args: BlastArgs) -> Result<(), String> {
         None => println!("{json}"),
     }
     Ok(())
+}
+
+/// The host part of `host:port` (`[v6]:port` too).
+fn host_of(target: &str) -> String {
+    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
 }
 
 /// The human-readable summary for stderr.
@@ -372,6 +432,13 @@ fn table(r: &Report) -> String {
     for (step, codes) in &r.replies {
         let list: Vec<String> = codes.iter().map(|(c, n)| format!("{c}×{n}")).collect();
         let _ = writeln!(s, "  {step:>8}: {}", list.join("  "));
+    }
+    for (version, n) in &r.tls_sessions {
+        let _ = writeln!(
+            s,
+            "  {version}: {n} sessions{}",
+            if r.auth { ", AUTH PLAIN" } else { "" }
+        );
     }
     if r.errors > 0 {
         let _ = writeln!(s, "  errors: {} (connections lost or refused)", r.errors);

@@ -11,7 +11,8 @@ use std::cell::RefCell;
 use std::io;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_rustls::client::TlsStream;
 use glommio::net::TcpStream;
 use pigeon::deliver::client::state::Extensions;
 use pigeon::smtp::reply::Reply;
@@ -25,9 +26,41 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Transport errors in a row after which a session gives up instead of reconnecting.
 const MAX_FAILURES: u32 = 3;
 
+/// The transport: plain TCP, or TLS after STARTTLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(bytes).await,
+            Stream::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Stream::Plain(mut s) => drop(s.close().await),
+            Stream::Tls(mut s) => drop(s.close().await),
+        }
+    }
+}
+
 /// A connection with a reply buffer.
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -41,11 +74,41 @@ impl Conn {
         let _ = stream.set_read_timeout(Some(REPLY_TIMEOUT));
         let _ = stream.set_write_timeout(Some(REPLY_TIMEOUT));
         Ok(Conn {
-            stream,
+            stream: Stream::Plain(stream),
             buf: vec![0; 8192],
             start: 0,
             end: 0,
         })
+    }
+
+    /// Runs the client side of the TLS handshake (after the server's 220 to STARTTLS),
+    /// bounded by the reply timeout. Unread bytes from before are dropped: a server that
+    /// pipelined something after its 220 is not to be believed (RFC 3207 §4.2).
+    async fn start_tls(self, plan: &Plan) -> io::Result<(Conn, &'static str)> {
+        let Stream::Plain(tcp) = self.stream else {
+            return Err(io::Error::other("STARTTLS twice"));
+        };
+        let tls = plan
+            .tls
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no TLS"))?;
+        let connector = futures_rustls::TlsConnector::from(tls.config.clone());
+        let handshake = async { Some(connector.connect(tls.name.clone(), tcp).await) };
+        let timeout = async {
+            glommio::timer::sleep(REPLY_TIMEOUT).await;
+            None
+        };
+        let stream = future::or(handshake, timeout)
+            .await
+            .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))??;
+        let version = crate::tls::version_name(stream.get_ref().1);
+        let conn = Conn {
+            stream: Stream::Tls(Box::new(stream)),
+            buf: self.buf,
+            start: 0,
+            end: 0,
+        };
+        Ok((conn, version))
     }
 
     async fn read_reply(&mut self) -> io::Result<Reply> {
@@ -107,7 +170,7 @@ pub async fn run(plan: &Plan, number: usize, tally: &RefCell<Tally>) {
             let Some(index) = plan.claim() else {
                 let _ = conn.send(b"QUIT\r\n").await;
                 let _ = conn.read_reply().await;
-                let _ = conn.stream.close().await;
+                conn.stream.close().await;
                 return;
             };
             sent += 1;
@@ -126,8 +189,8 @@ pub async fn run(plan: &Plan, number: usize, tally: &RefCell<Tally>) {
     }
 }
 
-/// Connects and says EHLO; returns the connection, whether to pipeline, and the MAIL
-/// parameters to send.
+/// Connects, says EHLO, and when asked runs STARTTLS (then EHLO again) and AUTH PLAIN;
+/// returns the connection, whether to pipeline, and the MAIL parameters to send.
 async fn open(plan: &Plan, tally: &RefCell<Tally>) -> io::Result<(Conn, bool, String)> {
     let mut conn = Conn::open(&plan.target).await?;
     tally.borrow_mut().connections += 1;
@@ -136,13 +199,32 @@ async fn open(plan: &Plan, tally: &RefCell<Tally>) -> io::Result<(Conn, bool, St
     if greeting.code != 220 {
         return Err(io::Error::other("greeting refused"));
     }
-    conn.send(b"EHLO blast.pigeon-load.test\r\n").await?;
-    let ehlo = conn.read_reply().await?;
-    tally.borrow_mut().code("ehlo", ehlo.code);
-    if ehlo.code != 250 {
-        return Err(io::Error::other("EHLO refused"));
+    let mut ext = ehlo(&mut conn, tally).await?;
+    if plan.tls.is_some() {
+        if !ext.starttls {
+            return Err(io::Error::other("STARTTLS not offered"));
+        }
+        conn.send(b"STARTTLS\r\n").await?;
+        let go = conn.read_reply().await?;
+        tally.borrow_mut().code("starttls", go.code);
+        if go.code != 220 {
+            return Err(io::Error::other("STARTTLS refused"));
+        }
+        let version;
+        (conn, version) = conn.start_tls(plan).await?;
+        *tally.borrow_mut().tls.entry(version).or_insert(0) += 1;
+        // RFC 3207 §4.2: what the server said before TLS is forgotten; ask again.
+        ext = ehlo(&mut conn, tally).await?;
     }
-    let ext = Extensions::from_ehlo(&ehlo);
+    if let Some(initial) = &plan.auth {
+        conn.send(format!("AUTH PLAIN {initial}\r\n").as_bytes())
+            .await?;
+        let r = conn.read_reply().await?;
+        tally.borrow_mut().code("auth", r.code);
+        if r.code != 235 {
+            return Err(io::Error::other("AUTH refused"));
+        }
+    }
     let mut params = String::new();
     if ext.size.is_some() {
         params.push_str(&format!(" SIZE={}", plan.content.len()));
@@ -151,6 +233,17 @@ async fn open(plan: &Plan, tally: &RefCell<Tally>) -> io::Result<(Conn, bool, St
         params.push_str(" BODY=8BITMIME");
     }
     Ok((conn, ext.pipelining && plan.pipelining, params))
+}
+
+/// Sends EHLO and reads the extensions from the reply.
+async fn ehlo(conn: &mut Conn, tally: &RefCell<Tally>) -> io::Result<Extensions> {
+    conn.send(b"EHLO blast.pigeon-load.test\r\n").await?;
+    let ehlo = conn.read_reply().await?;
+    tally.borrow_mut().code("ehlo", ehlo.code);
+    if ehlo.code != 250 {
+        return Err(io::Error::other("EHLO refused"));
+    }
+    Ok(Extensions::from_ehlo(&ehlo))
 }
 
 /// One transaction for message `index`. An `Err` means the connection is unusable.

@@ -19,6 +19,9 @@ pub enum Stage {
     Rcpt,
     /// After the content's final dot, per message.
     Data,
+    /// At STARTTLS, per connection: a refusal, or (`disconnect`) a 220 and then no
+    /// handshake, which the client sees as a failed handshake.
+    Starttls,
 }
 
 /// What the client gets instead of a 250.
@@ -42,7 +45,8 @@ pub struct Fault {
 }
 
 impl Fault {
-    /// Parses `rcpt:451:30`, `data:452:10`, `mail:421:5` or `disconnect:rcpt:1`.
+    /// Parses `rcpt:451:30`, `data:452:10`, `mail:421:5`, `starttls:454:50`,
+    /// `disconnect:rcpt:1` or `disconnect:starttls:100`.
     pub fn parse(spec: &str) -> Result<Fault, String> {
         let parts: Vec<&str> = spec.split(':').collect();
         let bad =
@@ -54,6 +58,7 @@ impl Fault {
             "mail" => Ok(Stage::Mail),
             "rcpt" => Ok(Stage::Rcpt),
             "data" => Ok(Stage::Data),
+            "starttls" => Ok(Stage::Starttls),
             _ => Err(bad()),
         };
         let (stage, action) = if first == "disconnect" {
@@ -97,7 +102,7 @@ pub struct FaultPlan {
 impl FaultPlan {
     /// A plan from `--fault` specifications.
     pub fn new(faults: Vec<Fault>) -> Result<FaultPlan, String> {
-        for stage in [Stage::Mail, Stage::Rcpt, Stage::Data] {
+        for stage in [Stage::Mail, Stage::Rcpt, Stage::Data, Stage::Starttls] {
             let total: u32 = faults
                 .iter()
                 .filter(|f| f.stage == stage)
@@ -178,6 +183,10 @@ mod tests {
         assert!(Fault::parse("rcpt:451").is_err());
         assert!(Fault::parse("helo:451:3").is_err());
         assert!(Fault::parse("rcpt:451:101").is_err());
+        assert_eq!(
+            Fault::parse("disconnect:starttls:100").unwrap().stage,
+            Stage::Starttls
+        );
     }
 
     #[test]

@@ -37,6 +37,12 @@ struct Report {
     rcpt_refused: u64,
     data_refused: u64,
     disconnects: u64,
+    /// TLS handshakes completed after STARTTLS.
+    tls_sessions: u64,
+    /// STARTTLS refused or cut off (injected), or handshakes that failed.
+    starttls_failed: u64,
+    auth_ok: u64,
+    auth_failed: u64,
     /// `--expect-recipients` was reached (false: stopped by time or signal).
     reached_expected: bool,
     /// Seconds from the first accepted recipient to the last.
@@ -61,13 +67,37 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
                 .map_err(|e| format!("--save {}: {e}", dir.display()))?;
         }
     }
-    let hostname: &'static str = args.hostname.clone().leak();
+    let mut delays = session::Delays::default();
+    for d in &args.delay {
+        delays.add(d)?;
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(futures_rustls::TlsAcceptor::from(
+            pigeon::accept::tls::server_config(cert, key)?,
+        )),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    let auth = match &args.auth {
+        Some(spec) => {
+            let (user, pass) = spec.split_once(':').ok_or("--auth wants USER:PASSWORD")?;
+            Some((user.to_owned(), pass.to_owned()))
+        }
+        None => None,
+    };
+    let config = session::SinkConfig::new(
+        &args.hostname,
+        args.save.is_some(),
+        tls.is_some(),
+        auth,
+        delays,
+    );
     let shared = Arc::new(Shared {
         plan: FaultPlan::new(faults)?,
         stop: AtomicBool::new(false),
         save: args.save.clone(),
-        hostname,
-        ehlo: session::SinkSession::ehlo_reply(hostname).leak(),
+        config,
+        tls,
         epoch: Instant::now(),
         connections: AtomicU64::new(0),
         transactions: AtomicU64::new(0),
@@ -79,6 +109,10 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
         first_recipient: AtomicU64::new(0),
         last_recipient: AtomicU64::new(0),
         saved: AtomicU64::new(0),
+        tls_sessions: AtomicU64::new(0),
+        starttls_failed: AtomicU64::new(0),
+        auth_ok: AtomicU64::new(0),
+        auth_failed: AtomicU64::new(0),
     });
     // A signal raises the same flag the clock does, so the counts are printed either way.
     let signalled = Arc::new(AtomicBool::new(false));
@@ -157,6 +191,10 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
         rcpt_refused: shared.rcpt_refused.load(Relaxed),
         data_refused: shared.data_refused.load(Relaxed),
         disconnects: shared.disconnects.load(Relaxed),
+        tls_sessions: shared.tls_sessions.load(Relaxed),
+        starttls_failed: shared.starttls_failed.load(Relaxed),
+        auth_ok: shared.auth_ok.load(Relaxed),
+        auth_failed: shared.auth_failed.load(Relaxed),
         reached_expected,
         first_to_last_seconds: span,
         recipients_per_second: if span > 0.0 {

@@ -11,6 +11,7 @@
 //! RFC 5321 §4.1.1.4) and refuses bare CR/LF like pigeon.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use pigeon::session::data::DataScanner;
 use pigeon::smtp::address::parse_mailbox;
@@ -44,11 +45,112 @@ pub enum Event {
     },
     /// An injected fault closed the connection without a reply.
     Disconnect,
+    /// STARTTLS was accepted: write the output, drop any input the client sent after the
+    /// command (RFC 3207 §5), run the TLS handshake, then call
+    /// [`SinkSession::handle_tls_started`].
+    StartTls,
+    /// STARTTLS was refused or (after its 220) will be cut off by an injected fault.
+    StartTlsFailed,
+    /// AUTH succeeded.
+    AuthOk,
+    /// AUTH failed (wrong credentials or a malformed response).
+    AuthFailed,
+}
+
+/// Reply delays, per stage; zero means none.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Delays {
+    /// Before the greeting.
+    pub greeting: Duration,
+    /// Before the reply to MAIL.
+    pub mail: Duration,
+    /// Before the reply to each RCPT.
+    pub rcpt: Duration,
+    /// Before the reply after the content.
+    pub data: Duration,
+}
+
+impl Delays {
+    /// Adds one `--delay STAGE:MILLISECONDS`.
+    pub fn add(&mut self, spec: &str) -> Result<(), String> {
+        let bad = || format!("bad --delay {spec:?}: want greeting|mail|rcpt|data:MILLISECONDS");
+        let (stage, ms) = spec.split_once(':').ok_or_else(bad)?;
+        let d = Duration::from_millis(ms.parse().map_err(|_| bad())?);
+        match stage {
+            "greeting" => self.greeting = d,
+            "mail" => self.mail = d,
+            "rcpt" => self.rcpt = d,
+            "data" => self.data = d,
+            _ => return Err(bad()),
+        }
+        Ok(())
+    }
+}
+
+/// What every session of a run shares: identity, the extensions offered, what to check.
+#[derive(Debug)]
+pub struct SinkConfig {
+    /// The greeting's and EHLO reply's host name.
+    pub hostname: String,
+    /// Keep each message's content for the [`Event::Message`].
+    pub save: bool,
+    /// STARTTLS is offered (a certificate was given).
+    pub starttls: bool,
+    /// AUTH PLAIN is offered and required before MAIL; these credentials pass.
+    pub auth: Option<(String, String)>,
+    /// Reply delays.
+    pub delays: Delays,
+    ehlo_plain: Vec<u8>,
+    ehlo_tls: Vec<u8>,
+}
+
+impl SinkConfig {
+    /// The configuration, with both EHLO replies built once.
+    pub fn new(
+        hostname: &str,
+        save: bool,
+        starttls: bool,
+        auth: Option<(String, String)>,
+        delays: Delays,
+    ) -> SinkConfig {
+        // AUTH only where a password would be safe: under TLS when TLS is on offer.
+        let ehlo = |tls: bool| {
+            let mut lines = vec![
+                hostname.to_owned(),
+                "PIPELINING".into(),
+                "SIZE 1073741824".into(),
+                "8BITMIME".into(),
+                "SMTPUTF8".into(),
+                "ENHANCEDSTATUSCODES".into(),
+            ];
+            if starttls && !tls {
+                lines.push("STARTTLS".into());
+            }
+            if auth.is_some() && (tls || !starttls) {
+                lines.push("AUTH PLAIN".into());
+            }
+            let mut out = Vec::new();
+            Reply::plain(250, lines.into_iter().map(Into::into).collect()).write_to(&mut out);
+            out
+        };
+        SinkConfig {
+            hostname: hostname.to_owned(),
+            save,
+            starttls,
+            ehlo_plain: ehlo(false),
+            ehlo_tls: ehlo(true),
+            auth,
+            delays,
+        }
+    }
 }
 
 /// One SMTP server session of the sink. See the module docs for the call order.
 #[derive(Debug)]
-pub struct SinkSession {
+pub struct SinkSession<'a> {
+    config: &'a SinkConfig,
+    /// Numbers the connection: the key of STARTTLS faults.
+    connection: u64,
     output: Vec<u8>,
     events: VecDeque<Event>,
     greeted: bool,
@@ -58,23 +160,30 @@ pub struct SinkSession {
     /// Present while reading content.
     scanner: Option<DataScanner>,
     content: Vec<u8>,
-    save: bool,
     closed: bool,
-    ehlo_reply: &'static [u8],
-    hostname: &'static str,
+    tls: bool,
+    /// STARTTLS was accepted; nothing more is read until the handshake is done.
+    awaiting_tls: bool,
+    /// AUTH PLAIN without an initial response: the next line is the response.
+    awaiting_auth: bool,
+    authenticated: bool,
+    /// The longest delay asked for by a reply now in the output.
+    delay: Duration,
 }
 
-impl SinkSession {
-    /// A session that has just sent its greeting. `save` keeps each message's content for
-    /// the [`Event::Message`]; `hostname` names the sink in the greeting and EHLO reply.
-    pub fn new(hostname: &'static str, ehlo_reply: &'static [u8], save: bool) -> SinkSession {
+impl<'a> SinkSession<'a> {
+    /// A session that has just sent its greeting (delayed per `config.delays.greeting`);
+    /// `connection` numbers it among the run's connections.
+    pub fn new(config: &'a SinkConfig, connection: u64) -> SinkSession<'a> {
         let mut output = Vec::with_capacity(512);
         Reply::plain(
             220,
-            vec![format!("{hostname} ESMTP pigeon-load sink").into()],
+            vec![format!("{} ESMTP pigeon-load sink", config.hostname).into()],
         )
         .write_to(&mut output);
         SinkSession {
+            config,
+            connection,
             output,
             events: VecDeque::new(),
             greeted: false,
@@ -82,37 +191,39 @@ impl SinkSession {
             recipients: Vec::new(),
             scanner: None,
             content: Vec::new(),
-            save,
             closed: false,
-            ehlo_reply,
-            hostname,
+            tls: false,
+            awaiting_tls: false,
+            awaiting_auth: false,
+            authenticated: false,
+            delay: config.delays.greeting,
         }
     }
 
-    /// The EHLO reply the sink sends, for a `hostname`; built once per run.
-    pub fn ehlo_reply(hostname: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        let lines = [
-            hostname,
-            "PIPELINING",
-            "SIZE 1073741824",
-            "8BITMIME",
-            "SMTPUTF8",
-            "ENHANCEDSTATUSCODES",
-        ];
-        Reply::plain(250, lines.iter().map(|l| l.to_string().into()).collect()).write_to(&mut out);
-        out
+    /// The TLS handshake after STARTTLS succeeded: the session starts over (RFC 3207 §4.2),
+    /// waiting for EHLO.
+    pub fn handle_tls_started(&mut self) {
+        self.awaiting_tls = false;
+        self.tls = true;
+        self.greeted = false;
+        self.authenticated = false;
+        self.reset();
+    }
+
+    /// How long to wait before writing the output now pending; resets it.
+    pub fn take_delay(&mut self) -> Duration {
+        std::mem::take(&mut self.delay)
     }
 
     /// Consumes client bytes; returns how many were used. Bytes not used (a partial command
     /// line) must be offered again with more appended.
     pub fn handle_input(&mut self, input: &[u8], faults: &FaultPlan) -> usize {
         let mut pos = 0;
-        while pos < input.len() && !self.closed {
+        while pos < input.len() && !self.closed && !self.awaiting_tls {
             if let Some(scanner) = &mut self.scanner {
                 let (used, done) = scanner.feed(&input[pos..], &mut self.content);
                 pos += used;
-                if !self.save && self.content.len() > 3 {
+                if !self.config.save && self.content.len() > 3 {
                     // Discarding: keep only the last three octets, because at the end the
                     // scanner cuts the terminator's ".\r\n" off what it has appended.
                     let n = self.content.len();
@@ -192,6 +303,9 @@ impl SinkSession {
     }
 
     fn handle_line(&mut self, line: &[u8], faults: &FaultPlan) {
+        if std::mem::take(&mut self.awaiting_auth) {
+            return self.check_auth(line);
+        }
         let cmd = match Command::parse(line) {
             Ok(cmd) => cmd,
             Err(e) => return self.reply(e.reply()),
@@ -200,18 +314,32 @@ impl SinkSession {
             Command::Ehlo(_) => {
                 self.reset();
                 self.greeted = true;
-                self.output.extend_from_slice(self.ehlo_reply);
+                let config = self.config;
+                let ehlo = if self.tls {
+                    &config.ehlo_tls
+                } else {
+                    &config.ehlo_plain
+                };
+                self.output.extend_from_slice(ehlo);
             }
             Command::Helo(_) => {
                 self.reset();
                 self.greeted = true;
-                let host = self.hostname;
+                let host = self.config.hostname.clone();
                 self.reply(Reply::plain(250, vec![host.into()]));
             }
             Command::Mail { path, .. } => {
                 if !self.greeted {
                     return self.reply(replies::bad_sequence("Send EHLO first"));
                 }
+                if self.config.auth.is_some() && !self.authenticated {
+                    return self.reply(Reply::new(
+                        530,
+                        Enhanced(5, 7, 0),
+                        "Authentication required",
+                    ));
+                }
+                self.delay = self.delay.max(self.config.delays.mail);
                 if self.sender.is_some() {
                     return self.reply(replies::bad_sequence("Nested MAIL command"));
                 }
@@ -230,6 +358,7 @@ impl SinkSession {
                     Ok(m) => m,
                     Err(e) => return self.reply(e.reply()),
                 };
+                self.delay = self.delay.max(self.config.delays.rcpt);
                 if !faults.is_clear(Stage::Rcpt)
                     && self.inject(faults.check(Stage::Rcpt, mailbox.as_str().as_bytes()))
                 {
@@ -263,9 +392,101 @@ impl SinkSession {
             }
             Command::Help => self.reply(replies::help()),
             Command::Vrfy => self.reply(replies::cannot_vrfy()),
-            Command::Bdat { .. } | Command::Expn | Command::StartTls | Command::Auth(_) => {
-                self.reply(replies::not_implemented())
+            Command::StartTls => self.start_tls(faults),
+            Command::Auth(args) => self.auth(args),
+            Command::Bdat { .. } | Command::Expn => self.reply(replies::not_implemented()),
+        }
+    }
+
+    fn start_tls(&mut self, faults: &FaultPlan) {
+        if !self.config.starttls || self.tls {
+            return self.reply(replies::not_implemented());
+        }
+        let key = self.connection.to_string();
+        match faults.check(Stage::Starttls, key.as_bytes()) {
+            None => {
+                self.reply(Reply::new(220, Enhanced(2, 0, 0), "Ready to start TLS"));
+                self.events.push_back(Event::StartTls);
+                self.awaiting_tls = true;
             }
+            Some(Action::Disconnect) => {
+                // The client is told to go ahead and then finds nobody to shake hands with.
+                self.reply(Reply::new(220, Enhanced(2, 0, 0), "Ready to start TLS"));
+                self.events.push_back(Event::StartTlsFailed);
+                self.closed = true;
+            }
+            Some(Action::Reply(code)) => {
+                self.events.push_back(Event::StartTlsFailed);
+                let class = (code / 100) as u8;
+                self.reply(Reply::new(code, Enhanced(class, 0, 0), "Injected fault"));
+            }
+        }
+    }
+
+    /// AUTH PLAIN (RFC 4954, RFC 4616): with an initial response or after a 334.
+    fn auth(&mut self, args: &[u8]) {
+        if self.config.auth.is_none() {
+            return self.reply(replies::not_implemented());
+        }
+        if self.config.starttls && !self.tls {
+            return self.reply(Reply::new(
+                538,
+                Enhanced(5, 7, 11),
+                "Encryption required for requested authentication mechanism",
+            ));
+        }
+        if self.authenticated || self.sender.is_some() {
+            return self.reply(replies::bad_sequence(
+                "Already authenticated or in a transaction",
+            ));
+        }
+        let mut words = args.splitn(2, |&b| b == b' ');
+        let mechanism = words.next().unwrap_or_default();
+        if !mechanism.eq_ignore_ascii_case(b"PLAIN") {
+            return self.reply(Reply::new(
+                504,
+                Enhanced(5, 5, 4),
+                "Unrecognized authentication type",
+            ));
+        }
+        match words.next() {
+            Some(initial) => self.check_auth(initial),
+            None => {
+                self.awaiting_auth = true;
+                self.output.extend_from_slice(b"334 \r\n");
+            }
+        }
+    }
+
+    fn check_auth(&mut self, response: &[u8]) {
+        if response == b"*" {
+            return self.reply(Reply::new(
+                501,
+                Enhanced(5, 0, 0),
+                "Authentication cancelled",
+            ));
+        }
+        let decoded = data_encoding::BASE64.decode(response).unwrap_or_default();
+        let mut parts = decoded.split(|&b| b == 0);
+        let (_authzid, user, pass) = (parts.next(), parts.next(), parts.next());
+        let good = self.config.auth.as_ref().is_some_and(|(u, p)| {
+            user == Some(u.as_bytes()) && pass == Some(p.as_bytes()) && parts.next().is_none()
+        });
+        if good {
+            self.authenticated = true;
+            self.events.push_back(Event::AuthOk);
+            self.reply(Reply::new(
+                235,
+                Enhanced(2, 7, 0),
+                "Authentication successful",
+            ));
+        } else {
+            self.events.push_back(Event::AuthFailed);
+            self.reply(Reply::new(
+                535,
+                Enhanced(5, 7, 8),
+                "Authentication credentials invalid",
+            ));
         }
     }
 
@@ -288,10 +509,15 @@ impl SinkSession {
         }
         let sender = self.sender.take().unwrap_or_default();
         let recipients = std::mem::take(&mut self.recipients);
+        self.delay = self.delay.max(self.config.delays.data);
         self.events.push_back(Event::Message {
             sender,
             recipients,
-            content: if self.save { content } else { Vec::new() },
+            content: if self.config.save {
+                content
+            } else {
+                Vec::new()
+            },
         });
         self.reply(Reply::new(
             250,
@@ -306,9 +532,15 @@ mod tests {
     use super::*;
     use crate::sink::fault::Fault;
 
-    fn session(save: bool) -> SinkSession {
-        let ehlo: &'static [u8] = SinkSession::ehlo_reply("sink.test").leak();
-        SinkSession::new("sink.test", ehlo, save)
+    fn session(save: bool) -> SinkSession<'static> {
+        let config = Box::leak(Box::new(SinkConfig::new(
+            "sink.test",
+            save,
+            false,
+            None,
+            Delays::default(),
+        )));
+        SinkSession::new(config, 0)
     }
 
     fn drive(s: &mut SinkSession, input: &[u8], plan: &FaultPlan) -> (String, Vec<Event>) {
@@ -370,6 +602,78 @@ mod tests {
         let (out, events) = drive(&mut s, b"\r\n.\r\n", &plan);
         assert!(out.starts_with("554 "), "{out}");
         assert!(events.is_empty());
+    }
+
+    #[test]
+    fn starttls_drops_pipelined_input_and_auth_needs_tls() {
+        let config = Box::leak(Box::new(SinkConfig::new(
+            "sink.test",
+            false,
+            true,
+            Some(("u".into(), "p".into())),
+            Delays::default(),
+        )));
+        let plan = FaultPlan::default();
+        let mut s = SinkSession::new(config, 7);
+        let plain = b"EHLO c\r\nAUTH PLAIN AHUAcA==\r\nMAIL FROM:<a@x.test>\r\n";
+        let (out, _) = drive(&mut s, plain, &plan);
+        assert!(
+            out.contains("250 STARTTLS\r\n") && !out.contains("AUTH"),
+            "{out}"
+        );
+        assert!(
+            out.contains("538 5.7.11") && out.contains("530 5.7.0"),
+            "{out}"
+        );
+        // Bytes after STARTTLS are not read: the driver discards them.
+        let input = b"STARTTLS\r\nRSET\r\n";
+        assert_eq!(s.handle_input(input, &plan), 10);
+        assert_eq!(s.poll_event(), Some(Event::StartTls));
+        s.handle_tls_started();
+        let (out, events) = drive(
+            &mut s,
+            b"EHLO c\r\nAUTH PLAIN AHUAeA==\r\nAUTH PLAIN\r\nAHUAcA==\r\nMAIL FROM:<a@x.test>\r\n",
+            &plan,
+        );
+        assert!(
+            out.contains("AUTH PLAIN\r\n") && !out.contains("STARTTLS"),
+            "{out}"
+        );
+        let codes: Vec<&str> = out
+            .lines()
+            .filter(|l| l.as_bytes()[3] == b' ')
+            .map(|l| &l[..3])
+            .collect();
+        assert_eq!(codes, ["220", "250", "535", "334", "235", "250"]);
+        assert_eq!(
+            events,
+            [Event::AuthFailed, Event::AuthOk, Event::Transaction]
+        );
+    }
+
+    #[test]
+    fn starttls_faults_and_delays() {
+        let mut delays = Delays::default();
+        delays.add("rcpt:40").unwrap();
+        assert!(delays.add("helo:3").is_err());
+        let config = Box::leak(Box::new(SinkConfig::new(
+            "sink.test",
+            false,
+            true,
+            None,
+            delays,
+        )));
+        let plan = FaultPlan::new(vec![Fault::parse("disconnect:starttls:100").unwrap()]).unwrap();
+        let mut s = SinkSession::new(config, 1);
+        let (out, events) = drive(&mut s, b"EHLO c\r\nSTARTTLS\r\n", &plan);
+        assert!(out.ends_with("220 2.0.0 Ready to start TLS\r\n"), "{out}");
+        assert_eq!(events, [Event::StartTlsFailed]);
+        assert!(s.is_closed());
+        let mut s = SinkSession::new(config, 2);
+        drive(&mut s, b"EHLO c\r\nMAIL FROM:<>\r\n", &FaultPlan::default());
+        assert_eq!(s.take_delay(), Duration::ZERO);
+        drive(&mut s, b"RCPT TO:<b@y.test>\r\n", &FaultPlan::default());
+        assert_eq!(s.take_delay(), Duration::from_millis(40));
     }
 
     #[test]

@@ -15,11 +15,12 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_rustls::server::TlsStream;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::sink::fault::FaultPlan;
-use crate::sink::session::{Event, SinkSession};
+use crate::sink::session::{Event, SinkConfig, SinkSession};
 
 /// Read size: a 5 KiB message with its commands is one read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -32,7 +33,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// State every shard and the main thread share. Counters are totals over all shards.
-#[derive(Debug)]
 pub struct Shared {
     /// The injected faults.
     pub plan: FaultPlan,
@@ -40,10 +40,10 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Where to save messages, if at all.
     pub save: Option<PathBuf>,
-    /// The greeting's and EHLO reply's host name.
-    pub hostname: &'static str,
-    /// The EHLO reply, built once.
-    pub ehlo: &'static [u8],
+    /// What sessions offer and check.
+    pub config: SinkConfig,
+    /// TLS for STARTTLS, when a certificate was given.
+    pub tls: Option<futures_rustls::TlsAcceptor>,
     /// When the sink started; recipient times are nanoseconds since then.
     pub epoch: Instant,
     /// Connections accepted.
@@ -66,6 +66,14 @@ pub struct Shared {
     pub last_recipient: AtomicU64,
     /// Numbers saved files.
     pub saved: AtomicU64,
+    /// TLS handshakes completed.
+    pub tls_sessions: AtomicU64,
+    /// STARTTLS refused or cut off by an injected fault, or handshakes that failed.
+    pub starttls_failed: AtomicU64,
+    /// AUTH successes.
+    pub auth_ok: AtomicU64,
+    /// AUTH failures.
+    pub auth_failed: AtomicU64,
 }
 
 /// Counts for one listening address.
@@ -185,31 +193,92 @@ async fn accept_loop(listener: TcpListener, index: usize, shard: Rc<Shard>) {
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, index: usize, shard: &Shard) {
+/// The transport: plain TCP, or TLS after STARTTLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(bytes).await,
+            Stream::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Stream::Plain(mut s) => drop(s.close().await),
+            Stream::Tls(mut s) => drop(s.close().await),
+        }
+    }
+}
+
+async fn serve_connection(tcp: TcpStream, index: usize, shard: &Shard) {
     let shared = &*shard.shared;
-    shared.connections.fetch_add(1, Relaxed);
+    let number = shared.connections.fetch_add(1, Relaxed);
     shard.counts.borrow_mut().addresses[index].connections += 1;
-    let mut session = SinkSession::new(shared.hostname, shared.ehlo, shared.save.is_some());
+    let mut session = SinkSession::new(&shared.config, number);
     let mut input = vec![0u8; READ_CHUNK];
     let (mut start, mut end) = (0usize, 0usize);
     let mut output = Vec::with_capacity(512);
-    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
+    let _ = tcp.set_read_timeout(Some(IDLE_TIMEOUT));
+    let _ = tcp.set_write_timeout(Some(IDLE_TIMEOUT));
+    let mut stream = Stream::Plain(tcp);
     loop {
         start += session.handle_input(&input[start..end], &shared.plan);
+        let mut start_tls = false;
         while let Some(event) = session.poll_event() {
+            start_tls |= event == Event::StartTls;
             count(shard, index, event);
         }
         session.take_output(&mut output);
         if !output.is_empty() {
+            let delay = session.take_delay();
+            if !delay.is_zero() {
+                glommio::timer::sleep(delay).await;
+            }
             if stream.write_all(&output).await.is_err() {
                 return;
             }
             output.clear();
         }
         if session.is_closed() {
-            let _ = stream.close().await;
+            stream.close().await;
             return;
+        }
+        if start_tls {
+            // What the client sent after STARTTLS was plain text: dropped (RFC 3207 §5).
+            (start, end) = (0, 0);
+            let (Stream::Plain(tcp), Some(acceptor)) = (stream, &shared.tls) else {
+                return;
+            };
+            let handshake = async { Some(acceptor.accept(tcp).await) };
+            let timeout = async {
+                glommio::timer::sleep(IDLE_TIMEOUT).await;
+                None
+            };
+            match future::or(handshake, timeout).await {
+                Some(Ok(tls)) => stream = Stream::Tls(Box::new(tls)),
+                _ => {
+                    shared.starttls_failed.fetch_add(1, Relaxed);
+                    return;
+                }
+            }
+            shared.tls_sessions.fetch_add(1, Relaxed);
+            session.handle_tls_started();
+            continue;
         }
         // Unconsumed bytes (a partial command line) move to the front.
         if start == end {
@@ -239,6 +308,16 @@ fn count(shard: &Shard, index: usize, event: Event) {
         }
         Event::Disconnect => {
             shared.disconnects.fetch_add(1, Relaxed);
+        }
+        Event::StartTls => {}
+        Event::StartTlsFailed => {
+            shared.starttls_failed.fetch_add(1, Relaxed);
+        }
+        Event::AuthOk => {
+            shared.auth_ok.fetch_add(1, Relaxed);
+        }
+        Event::AuthFailed => {
+            shared.auth_failed.fetch_add(1, Relaxed);
         }
         Event::Message {
             sender,
