@@ -230,6 +230,19 @@ pub struct LimitsConfig {
     pub max_recipients: usize,
     /// Client errors per session before 421 4.7.0 and close (Postfix: smtpd_hard_error_limit).
     pub max_errors: u32,
+    /// Connections open at once, all clients and listeners together; more get 421 4.7.0.
+    pub max_connections: u32,
+    /// Connections open at once from one client address (IPv6: one /64); more get 421 4.7.0.
+    pub max_connections_per_ip: u32,
+    /// New connections from one client address per time unit (`"60/m"`), or `"none"`.
+    pub connection_rate_per_ip: String,
+    /// Messages in one session; the next MAIL gets 421 4.7.0 and the session closes.
+    pub max_messages_per_connection: u32,
+    /// Accepted recipients in one session, over all its messages; past them RCPT gets
+    /// 452 4.5.3 and the next MAIL 421 4.7.0.
+    pub max_recipients_per_connection: u32,
+    /// Clients to which the per-client limits do not apply; default: `relay.networks`.
+    pub exempt_networks: Option<Vec<IpNet>>,
 }
 
 impl Default for LimitsConfig {
@@ -238,7 +251,44 @@ impl Default for LimitsConfig {
             max_message_size: ByteSize(50 << 20),
             max_recipients: 1000,
             max_errors: 20,
+            // Well above what one machine's SMTP clients need at once, well below the file
+            // descriptors the systemd unit grants: what protects the process from a flood
+            // is this bound, not the kernel's.
+            max_connections: 1000,
+            // Postfix's smtpd_client_connection_count_limit.
+            max_connections_per_ip: 50,
+            // Postfix's smtpd_client_connection_rate_limit is off by default too: a rate
+            // that fits every legitimate sender depends on the site.
+            connection_rate_per_ip: "none".into(),
+            // Postfix has no such limit; 1000 lets a bulk sender's long session run for a
+            // good while and still makes a stuck or abusive one reconnect now and then.
+            max_messages_per_connection: 1000,
+            // Ten messages at `max_recipients` each.
+            max_recipients_per_connection: 10_000,
+            exempt_networks: None,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// `connection_rate_per_ip` parsed: `None` for no limit.
+    pub fn connection_rate(&self) -> Result<Option<(u32, Duration)>, ConfigError> {
+        match self.connection_rate_per_ip.trim() {
+            "none" => Ok(None),
+            rate => crate::queue::limits::parse_rate(rate)
+                .map(Some)
+                .ok_or_else(|| {
+                    invalid(
+                        "limits.connection_rate_per_ip",
+                        format!("{rate:?} is not a rate like \"60/m\" or \"none\""),
+                    )
+                }),
+        }
+    }
+
+    /// The networks exempt from per-client limits: `exempt_networks`, else `relay`.
+    pub fn exempt<'a>(&'a self, relay: &'a RelayConfig) -> &'a [IpNet] {
+        self.exempt_networks.as_deref().unwrap_or(&relay.networks)
     }
 }
 
@@ -255,6 +305,10 @@ pub struct TimeoutsConfig {
     /// On SIGTERM, how long sessions inside DATA may take to finish.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Total time one session may last; past it, 421 4.4.2 at the next command (a message
+    /// whose content is under way may take one more `data` timeout to finish).
+    #[serde(deserialize_with = "duration")]
+    pub session: Duration,
 }
 
 impl Default for TimeoutsConfig {
@@ -263,6 +317,9 @@ impl Default for TimeoutsConfig {
             command: Duration::from_secs(300),
             data: Duration::from_secs(180),
             shutdown_grace: Duration::from_secs(30),
+            // Postfix bounds a session only by its per-command timeouts; an hour lets a
+            // large batch through one connection and still ends any slow-drip client.
+            session: Duration::from_secs(3600),
         }
     }
 }
@@ -477,9 +534,30 @@ impl Config {
         if self.limits.max_errors == 0 {
             return Err(invalid("limits.max_errors", "at least 1"));
         }
+        for (key, v) in [
+            ("limits.max_connections", self.limits.max_connections),
+            (
+                "limits.max_connections_per_ip",
+                self.limits.max_connections_per_ip,
+            ),
+            (
+                "limits.max_messages_per_connection",
+                self.limits.max_messages_per_connection,
+            ),
+            (
+                "limits.max_recipients_per_connection",
+                self.limits.max_recipients_per_connection,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "at least 1"));
+            }
+        }
+        self.limits.connection_rate()?;
         for (key, t) in [
             ("timeouts.command", self.timeouts.command),
             ("timeouts.data", self.timeouts.data),
+            ("timeouts.session", self.timeouts.session),
         ] {
             if t < Duration::from_secs(1) {
                 return Err(invalid(key, "at least 1s"));
@@ -830,5 +908,47 @@ mod tests {
         assert_eq!(parse_size("7 parsecs"), None);
         let c = parse("[timeouts]\ncommand = \"2m\"\n").unwrap();
         assert_eq!(c.timeouts.command, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn abuse_limits_validate() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            (c.limits.max_connections, c.limits.max_connections_per_ip),
+            (1000, 50)
+        );
+        assert_eq!(c.limits.connection_rate().unwrap(), None);
+        assert_eq!(c.limits.exempt(&c.relay), &c.relay.networks[..]);
+        assert_eq!(c.timeouts.session, Duration::from_secs(3600));
+        for key in [
+            "max_connections",
+            "max_connections_per_ip",
+            "max_messages_per_connection",
+            "max_recipients_per_connection",
+        ] {
+            let e = parse(&format!("[limits]\n{key} = 0\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("limits.{key}: at least 1")), "{e}");
+        }
+        let e = parse("[limits]\nconnection_rate_per_ip = \"often\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("limits.connection_rate_per_ip:"), "{e}");
+        let c = parse("[limits]\nconnection_rate_per_ip = \"60/m\"\n").unwrap();
+        assert_eq!(
+            c.limits.connection_rate().unwrap(),
+            Some((60, Duration::from_secs(60)))
+        );
+        let e = parse("[limits]\nexempt_networks = [\"10.0.0.0/33\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exempt_networks"), "{e}");
+        let c = parse("[limits]\nexempt_networks = []\n").unwrap();
+        assert!(c.limits.exempt(&c.relay).is_empty());
+        let e = parse("[timeouts]\nsession = \"500ms\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("timeouts.session: at least 1s"), "{e}");
     }
 }

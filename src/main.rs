@@ -164,11 +164,14 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
     let segments = Arc::new(Segments::new(spool.clone()));
     let signers = config.dkim_signers().map_err(|e| e.to_string())?;
     let shared = Arc::new(Shared::new(config.clone(), segments, log, signers));
+    shared.load_tls().map_err(|e| format!("tls: {e}"))?;
     let mut deferred: Vec<Deferred> = (0..shards).map(|_| Deferred::new()).collect();
     requeue(spool, &shared, &mut deferred)?;
 
     let flag = StopFlag::default();
-    spawn_signal_thread(flag.clone()).map_err(|e| format!("signal handling: {e}"))?;
+    let reloading = shared.clone();
+    spawn_signal_thread(flag.clone(), move || reloading.reload())
+        .map_err(|e| format!("signal handling: {e}"))?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(shards);
     for (id, deferred) in deferred.into_iter().enumerate() {

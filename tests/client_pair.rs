@@ -24,6 +24,8 @@ fn server_config() -> Arc<SessionConfig> {
         max_message_size: MAX_SIZE,
         max_recipients: 4,
         max_errors: 1000,
+        max_messages_per_session: u32::MAX,
+        max_recipients_per_session: u32::MAX,
         relay_domains: vec!["y.test".into()],
         body_canons: Vec::new(),
     })

@@ -13,6 +13,8 @@ fn config() -> Arc<SessionConfig> {
         max_message_size: 2048,
         max_recipients: 4,
         max_errors: 1000,
+        max_messages_per_session: u32::MAX,
+        max_recipients_per_session: u32::MAX,
         relay_domains: vec!["y.test".into()],
         body_canons: Vec::new(),
     })

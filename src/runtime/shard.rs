@@ -78,8 +78,9 @@ pub struct ShardContext {
     pub domain_connections: RefCell<HashMap<String, u32>>,
     /// How many shards run.
     pub shard_count: u32,
-    /// TLS for listeners that offer it (from `[tls]`).
-    pub tls: Option<futures_rustls::TlsAcceptor>,
+    /// TLS for listeners that offer it (from `[tls]`), and the generation of the shared
+    /// configuration it was built from.
+    tls: RefCell<(u64, Option<futures_rustls::TlsAcceptor>)>,
 }
 
 impl ShardContext {
@@ -90,6 +91,18 @@ impl ShardContext {
             v4 => v4,
         };
         self.relay_networks.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The acceptor for a TLS handshake starting now: rebuilt when SIGHUP has loaded a
+    /// new certificate since the last one, so handshakes already done keep theirs.
+    pub fn tls_acceptor(&self) -> Option<futures_rustls::TlsAcceptor> {
+        let generation = self.shared.tls_generation();
+        let mut tls = self.tls.borrow_mut();
+        if tls.0 != generation {
+            // The generation is read first: a reload in between only means one more rebuild.
+            *tls = (generation, self.shared.tls_config().map(Into::into));
+        }
+        tls.1.clone()
     }
 }
 
@@ -141,6 +154,8 @@ async fn serve(
             max_message_size: config.limits.max_message_size.0 as usize,
             max_recipients: config.limits.max_recipients,
             max_errors: config.limits.max_errors,
+            max_messages_per_session: config.limits.max_messages_per_connection,
+            max_recipients_per_session: config.limits.max_recipients_per_connection,
             relay_domains: config.relay.domains.clone(),
             body_canons: shared.body_canons(),
         }),
@@ -156,14 +171,7 @@ async fn serve(
         attempts: Cell::new(0),
         domain_connections: RefCell::new(HashMap::new()),
         shard_count: config.shard_count() as u32,
-        tls: match &config.tls {
-            Some(t) => Some(
-                crate::accept::tls::server_config(&t.cert, &t.key)
-                    .map_err(std::io::Error::other)?
-                    .into(),
-            ),
-            None => None,
-        },
+        tls: RefCell::new((0, None)),
     });
     let mut bound = Vec::new();
     let mut accepting = Vec::new();

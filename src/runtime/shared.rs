@@ -1,11 +1,16 @@
 //! What every shard shares: the configuration, the ready queues, the segment reference
 //! counts, the rate limiters and the delivery log. All of it is lock-free or immutable,
-//! so sharing it costs atomics, never a lock.
+//! so sharing it costs atomics, never a lock, with two exceptions off the per-message
+//! path: connection admission (a lock per client-map shard, once per connection) and the
+//! TLS configuration (read once per handshake after a reload, written on SIGHUP).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use crossbeam_skiplist::SkipMap;
 
+use crate::accept::limits::Admission;
 use crate::config::{Config, DomainPolicy};
 use crate::dkim::{Canonicalization, Signer};
 use crate::outcome::log::DeliveryLog;
@@ -27,6 +32,12 @@ pub struct Shared {
     pub log: DeliveryLog,
     /// DKIM signers, from `[[dkim]]`.
     pub dkim: Vec<Signer>,
+    /// Connections open, in total and per client, and the limits on them.
+    pub admission: Arc<Admission>,
+    /// The TLS server configuration from `[tls]`, replaced by [`Shared::reload`].
+    tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    /// Bumped on every successful reload, so shards know to rebuild their acceptors.
+    tls_generation: AtomicU64,
     limiters: SkipMap<String, Arc<RateLimit>>,
     /// Each domain's resolved policy, computed once: it is asked for per message (the
     /// transaction size) and per scheduler tick.
@@ -41,7 +52,18 @@ impl Shared {
         log: DeliveryLog,
         dkim: Vec<Signer>,
     ) -> Shared {
+        let limits = &config.limits;
+        let admission = Admission::new(
+            limits.max_connections,
+            limits.max_connections_per_ip,
+            // Validated at start.
+            limits.connection_rate().ok().flatten(),
+            limits.exempt(&config.relay).to_vec(),
+        );
         Shared {
+            admission: Arc::new(admission),
+            tls: RwLock::new(None),
+            tls_generation: AtomicU64::new(0),
             config,
             ready: ReadyQueues::new(),
             segments,
@@ -50,6 +72,48 @@ impl Shared {
             limiters: SkipMap::new(),
             policies: SkipMap::new(),
         }
+    }
+
+    /// Loads the `[tls]` certificate and key (if configured) for handshakes that start
+    /// from now on; sessions already in TLS keep the configuration they began with.
+    /// On error the previous configuration stays.
+    pub fn load_tls(&self) -> Result<(), String> {
+        let Some(tls) = &self.config.tls else {
+            return Ok(());
+        };
+        let fresh = crate::accept::tls::server_config(&tls.cert, &tls.key)?;
+        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
+        self.tls_generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// What SIGHUP does: reads again the files named in the configuration (today the
+    /// `[tls]` certificate and key). A file that fails to load is logged and the running
+    /// configuration kept, so a bad edit never takes the server down.
+    pub fn reload(&self) {
+        let started = Instant::now();
+        match self.load_tls() {
+            Ok(()) if self.config.tls.is_some() => tracing::info!(
+                generation = self.tls_generation(),
+                ms = started.elapsed().as_millis() as u64,
+                "SIGHUP: TLS certificate and key reloaded"
+            ),
+            Ok(()) => tracing::info!("SIGHUP: nothing to reload (no [tls])"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate")
+            }
+        }
+    }
+
+    /// The TLS configuration's generation: it changes whenever [`Shared::reload`] loads
+    /// a new one.
+    pub fn tls_generation(&self) -> u64 {
+        self.tls_generation.load(Ordering::Acquire)
+    }
+
+    /// The current TLS server configuration, if `[tls]` is set.
+    pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The signers for mail from `from_domain`: those of the closest configured domain

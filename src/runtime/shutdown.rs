@@ -67,8 +67,12 @@ impl ShardStop {
 }
 
 /// Starts the thread that turns SIGTERM and SIGINT into a raised [`StopFlag`], and tells
-/// systemd we are stopping. SIGHUP is caught so that it does not kill the process.
-pub fn spawn_signal_thread(flag: StopFlag) -> std::io::Result<()> {
+/// systemd we are stopping. SIGHUP calls `reload` (on this thread: shards never wait for
+/// it) and tells systemd about it.
+pub fn spawn_signal_thread(
+    flag: StopFlag,
+    reload: impl Fn() + Send + 'static,
+) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
@@ -76,7 +80,9 @@ pub fn spawn_signal_thread(flag: StopFlag) -> std::io::Result<()> {
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    tracing::info!("SIGHUP: nothing to reload in this build");
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                    reload();
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                     continue;
                 }
                 tracing::info!(

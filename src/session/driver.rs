@@ -1,6 +1,12 @@
 //! The glommio loop around a [`Session`]: socket bytes in, replies out, messages to the
 //! spool. Everything SMTP is decided by the session; this file only moves bytes, applies
 //! read timeouts, and waits for the spool.
+//!
+//! Three clocks bound a session, so that a client trickling one byte at a time cannot hold
+//! it open: a command line must be complete within `timeouts.command` of the moment the
+//! session began waiting for it (not of the last byte); message content gets
+//! `timeouts.data` per read; and the whole session ends at `timeouts.session`, at the next
+//! command, or — for content already under way — one `timeouts.data` later.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -91,7 +97,7 @@ impl Conn {
 
 /// Runs the server side of a TLS handshake, bounded by the command timeout.
 async fn handshake(ctx: &ShardContext, stream: TcpStream) -> Option<Conn> {
-    let acceptor = ctx.tls.clone()?;
+    let acceptor = ctx.tls_acceptor()?;
     let accept = async { acceptor.accept(stream).await.ok() };
     let timeout = async {
         glommio::timer::sleep(ctx.timeouts.command).await;
@@ -109,6 +115,7 @@ async fn handshake(ctx: &ShardContext, stream: TcpStream) -> Option<Conn> {
 /// Serves one connection until it closes. `tls` is the listener's TLS mode.
 pub async fn run(tcp: TcpStream, ctx: &ShardContext, tls: TlsMode) {
     let Ok(peer) = tcp.peer_addr() else { return };
+    let session_deadline = Instant::now() + ctx.timeouts.session;
     // Replies are small writes the client waits for; don't hold them back for an ACK.
     let _ = tcp.set_nodelay(true);
     let mut stream = match tls {
@@ -124,6 +131,12 @@ pub async fn run(tcp: TcpStream, ctx: &ShardContext, tls: TlsMode) {
         TlsMode::Starttls => session.offer_starttls(),
         TlsMode::None => {}
     }
+    if ctx.shared.admission.is_exempt(peer.ip()) {
+        session.exempt_from_limits();
+    }
+    // When the command line being read must be complete; set when the session starts
+    // waiting for one, cleared by each reply.
+    let mut command_deadline: Option<Instant> = None;
     let mut input = vec![0u8; READ_CHUNK];
     let (mut start, mut end) = (0usize, 0usize);
     let mut output = Vec::with_capacity(512);
@@ -161,6 +174,7 @@ pub async fn run(tcp: TcpStream, ctx: &ShardContext, tls: TlsMode) {
                 return;
             }
             output.clear();
+            command_deadline = None;
         }
         if session.is_closed() {
             stream.close().await;
@@ -198,10 +212,21 @@ pub async fn run(tcp: TcpStream, ctx: &ShardContext, tls: TlsMode) {
             }
         }
         let in_content = session.in_content();
+        let now = Instant::now();
         let mut timeout = if in_content {
-            ctx.timeouts.data
+            command_deadline = None;
+            // Content under way when the session's time ran out may take one more data
+            // timeout: the client gets its 250 and then the 421, rather than losing the
+            // message it had nearly sent.
+            let hard = session_deadline + ctx.timeouts.data;
+            ctx.timeouts.data.min(hard.saturating_duration_since(now))
         } else {
-            ctx.timeouts.command
+            if now >= session_deadline {
+                session.handle_session_expired();
+                continue;
+            }
+            let line = *command_deadline.get_or_insert(now + ctx.timeouts.command);
+            line.min(session_deadline).saturating_duration_since(now)
         };
         if let Some(deadline) = ctx.stop_deadline.get() {
             timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
@@ -234,7 +259,11 @@ pub async fn run(tcp: TcpStream, ctx: &ShardContext, tls: TlsMode) {
             }
             Read::Bytes(Ok(n)) => end += n,
             Read::Bytes(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                session.handle_timeout()
+                if Instant::now() >= session_deadline {
+                    session.handle_session_expired()
+                } else {
+                    session.handle_timeout()
+                }
             }
             Read::Bytes(Err(_)) => return,
             Read::Stopping => {}

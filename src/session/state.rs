@@ -45,6 +45,11 @@ pub struct SessionConfig {
     pub max_recipients: usize,
     /// Client errors per session before 421 and close.
     pub max_errors: u32,
+    /// Transactions (accepted MAIL commands) per session; the next MAIL gets 421 4.7.0.
+    pub max_messages_per_session: u32,
+    /// Accepted recipients per session over all its transactions; past them RCPT gets
+    /// 452 4.5.3 and the next MAIL 421 4.7.0.
+    pub max_recipients_per_session: u32,
     /// Domains we accept mail for from anyone (lower case).
     pub relay_domains: Vec<String>,
     /// Body canonicalizations of the DKIM signers: the session hashes the body with each
@@ -155,6 +160,11 @@ pub struct Session {
     tls_active: bool,
     output: Vec<u8>,
     events: VecDeque<Event>,
+    /// The per-session message and recipient limits do not apply (`limits.exempt_networks`).
+    limits_exempt: bool,
+    /// Transactions begun and recipients accepted so far, for the per-session limits.
+    messages: u32,
+    recipients: u32,
 }
 
 impl Session {
@@ -176,6 +186,9 @@ impl Session {
             tls_active: false,
             output: Vec::with_capacity(512),
             events: VecDeque::new(),
+            limits_exempt: false,
+            messages: 0,
+            recipients: 0,
         };
         let greeting = format!("{} ESMTP pigeon", s.config.hostname);
         s.reply(Reply::plain(220, vec![greeting.into()]));
@@ -282,6 +295,22 @@ impl Session {
     pub fn handle_timeout(&mut self) {
         self.txn = None;
         self.close_with(replies::timeout());
+    }
+
+    /// The session's total time (`timeouts.session`) is up: 421 4.4.2 and close. Nothing
+    /// half-received is kept.
+    pub fn handle_session_expired(&mut self) {
+        self.txn = None;
+        self.close_with(Reply::new(
+            421,
+            Enhanced(4, 4, 2),
+            "Session time limit exceeded, closing connection",
+        ));
+    }
+
+    /// The client is in `limits.exempt_networks`: no per-session message or recipient limit.
+    pub fn exempt_from_limits(&mut self) {
+        self.limits_exempt = true;
     }
 
     /// The stop's grace period ran out: whatever is half-received is dropped, 421 4.3.2.
@@ -435,6 +464,17 @@ impl Session {
         if self.txn.is_some() {
             return self.error(replies::bad_sequence("Nested MAIL command"));
         }
+        if !self.limits_exempt
+            && (self.messages >= self.config.max_messages_per_session
+                || self.recipients >= self.config.max_recipients_per_session)
+        {
+            // Not an error: the client delivers the rest over a new connection.
+            return self.close_with(Reply::new(
+                421,
+                Enhanced(4, 7, 0),
+                "Too many messages in this session, closing connection",
+            ));
+        }
         if !self.spool_available {
             return self.reply(replies::spool_full());
         }
@@ -479,6 +519,7 @@ impl Session {
             body: Vec::new(),
             hashes: None,
         });
+        self.messages += 1;
         self.reply(replies::sender_ok());
     }
 
@@ -511,10 +552,13 @@ impl Session {
                 return self.error(replies::relay_denied());
             }
         }
-        if txn.recipients.len() >= self.config.max_recipients {
+        let session_full =
+            !self.limits_exempt && self.recipients >= self.config.max_recipients_per_session;
+        if txn.recipients.len() >= self.config.max_recipients || session_full {
             // Not the client's error: it should send the rest in another transaction.
             return self.reply(replies::too_many_recipients());
         }
+        self.recipients += 1;
         txn.recipients.push(Recipient {
             mailbox,
             params: String::from_utf8_lossy(param_bytes).into_owned(),
@@ -696,4 +740,100 @@ fn parse_size(v: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(messages: u32, recipients: u32) -> Session {
+        let config = SessionConfig {
+            hostname: "mx.test".into(),
+            max_message_size: 4096,
+            max_recipients: 3,
+            max_errors: 100,
+            max_messages_per_session: messages,
+            max_recipients_per_session: recipients,
+            relay_domains: Vec::new(),
+            body_canons: Vec::new(),
+        };
+        let mut s = Session::new(Arc::new(config), "192.0.2.1:4000".parse().unwrap(), true);
+        s.handle_input(b"EHLO c\r\n");
+        s
+    }
+
+    /// Feeds `input`, answers stored messages with an id, returns the reply codes.
+    fn codes(s: &mut Session, input: &[u8]) -> Vec<u16> {
+        let used = s.handle_input(input);
+        assert_eq!(used, input.len());
+        while let Some(event) = s.poll_event() {
+            if let Event::Message(..) = event {
+                s.handle_stored(Ok("ID"));
+            }
+        }
+        let mut out = Vec::new();
+        s.take_output(&mut out);
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+            .map(|l| l[..3].parse().unwrap())
+            .collect()
+    }
+
+    const MESSAGE: &[u8] = b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nhi\r\n.\r\n";
+
+    #[test]
+    fn messages_per_session_end_with_421_at_the_next_mail() {
+        let mut s = session(2, 100);
+        codes(&mut s, b"");
+        assert_eq!(codes(&mut s, MESSAGE), [250, 250, 354, 250]);
+        // A transaction that is reset still counts: MAIL is what the limit bounds.
+        assert_eq!(
+            codes(&mut s, b"MAIL FROM:<a@x.test>\r\nRSET\r\n"),
+            [250, 250]
+        );
+        assert_eq!(codes(&mut s, b"MAIL FROM:<a@x.test>\r\n"), [421]);
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn recipients_per_session_span_messages() {
+        let mut s = session(100, 4);
+        codes(&mut s, b"");
+        let three = b"MAIL FROM:<a@x.test>\r\nRCPT TO:<1@y.test>\r\nRCPT TO:<2@y.test>\r\n\
+                      RCPT TO:<3@y.test>\r\nDATA\r\nhi\r\n.\r\n";
+        assert_eq!(codes(&mut s, three), [250, 250, 250, 250, 354, 250]);
+        // One more fits; the next is 452 4.5.3 and the message goes with what it has.
+        assert_eq!(
+            codes(&mut s, three),
+            [250, 250, 452, 452, 354, 250],
+            "the session's fourth recipient is its last"
+        );
+        assert_eq!(codes(&mut s, b"MAIL FROM:<a@x.test>\r\n"), [421]);
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn exempt_clients_have_no_session_limits() {
+        let mut s = session(1, 1);
+        s.exempt_from_limits();
+        codes(&mut s, b"");
+        for _ in 0..5 {
+            assert_eq!(codes(&mut s, MESSAGE), [250, 250, 354, 250]);
+        }
+    }
+
+    #[test]
+    fn session_expiry_drops_the_transaction_with_421_4_4_2() {
+        let mut s = session(100, 100);
+        codes(&mut s, b"");
+        assert_eq!(codes(&mut s, b"MAIL FROM:<a@x.test>\r\n"), [250]);
+        s.handle_session_expired();
+        let mut out = Vec::new();
+        s.take_output(&mut out);
+        assert!(out.starts_with(b"421 4.4.2 "), "{out:?}");
+        assert!(s.is_closed());
+        assert!(matches!(s.poll_event(), Some(Event::Close)));
+    }
 }

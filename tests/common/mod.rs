@@ -412,3 +412,31 @@ pub fn queued_id(reply: &Reply) -> String {
 pub fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).expect("stat").len()
 }
+
+impl Client {
+    /// Connects from the local address `source` (one of the test's 127.0.0.x), without
+    /// reading the greeting: per-client limits see that address.
+    pub fn connect_from(addr: SocketAddr, source: &str) -> Client {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let source: SocketAddr = format!("{source}:0").parse().expect("source address");
+        socket.bind(&source.into()).expect("bind source address");
+        socket
+            .connect_timeout(&addr.into(), Duration::from_secs(5))
+            .expect("connect");
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let writer = stream.try_clone().unwrap();
+        Client {
+            reader: BufReader::new(stream),
+            writer,
+        }
+    }
+
+    /// Drops the connection with a TCP reset, as a client that vanishes does.
+    pub fn abort(self) {
+        let _ = socket2::SockRef::from(&self.writer).set_linger(Some(Duration::ZERO));
+    }
+}
