@@ -80,6 +80,8 @@ pub struct ShardContext {
     pub shard_count: u32,
     /// TLS for listeners that offer it (from `[tls]`).
     pub tls: Option<futures_rustls::TlsAcceptor>,
+    /// TLS for delivery (STARTTLS as client).
+    pub tls_out: crate::deliver::client::tls::TlsClients,
 }
 
 impl ShardContext {
@@ -164,6 +166,8 @@ async fn serve(
             ),
             None => None,
         },
+        tls_out: crate::deliver::client::tls::TlsClients::new(config.delivery.ca_file.as_deref())
+            .map_err(std::io::Error::other)?,
     });
     let mut bound = Vec::new();
     let mut accepting = Vec::new();
