@@ -132,15 +132,22 @@ fn pigeon(ip: &str, extra: &str) -> Pigeon {
     Pigeon::start(ip, "", &config)
 }
 
-fn send(pigeon: &Pigeon, to: &str) {
+/// Sends a message to `to` whose body is `secret` and `filler` lines of 78 octets.
+fn send_sized(pigeon: &Pigeon, to: &str, filler: usize) {
     let script = r#"
 import smtplib, sys
-s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30)
-s.sendmail("a@src.test", [sys.argv[3]], b"From: a@src.test\r\nSubject: tls\r\n\r\nsecret\r\n")
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=60)
+body = b"x" * 76 + b"\r\n"
+msg = b"From: a@src.test\r\nSubject: tls\r\n\r\n" + body * int(sys.argv[4]) + b"secret\r\n"
+s.sendmail("a@src.test", [sys.argv[3]], msg)
 s.quit()
 "#;
     let (ip, port) = (pigeon.addr.ip().to_string(), pigeon.addr.port().to_string());
-    python(script, &[&ip, &port, to]);
+    python(script, &[&ip, &port, to, &filler.to_string()]);
+}
+
+fn send(pigeon: &Pigeon, to: &str) {
+    send_sized(pigeon, to, 0);
 }
 
 fn log_events(pigeon: &Pigeon) -> Vec<serde_json::Value> {
@@ -190,7 +197,7 @@ fn delivers_over_starttls_and_logs_the_tls_version() {
     let t = sink.wait_for(Duration::from_secs(20), |t| t.len() == 2);
     let tls_of = |addr: SocketAddr| {
         let t = t.iter().find(|t| t.addr == addr.to_string()).unwrap();
-        assert!(t.data.ends_with(b"\r\nsecret\r\n"));
+        assert!(t.data.ends_with(b"\r\n\r\nsecret\r\n"));
         t.tls.clone()
     };
     assert_eq!(tls_of(at("127.0.2.10")).as_deref(), Some("TLSv1.3"));
@@ -208,6 +215,15 @@ fn delivers_over_starttls_and_logs_the_tls_version() {
     // STARTTLS once per connection, and EHLO again after it (RFC 3207 §4.2).
     assert_eq!(sink.starttls_count(), 2);
     assert_eq!(sink.connections(), 4);
+
+    // Content of many TLS records (4 MB from the spool's map) arrives whole.
+    send_sized(&pigeon, "d@new.test", 50_000);
+    let t = sink.wait_for(Duration::from_secs(60), |t| t.len() == 3);
+    let big = t.iter().find(|t| t.rcpt_tos == ["d@new.test"]).unwrap();
+    assert_eq!(big.tls.as_deref(), Some("TLSv1.3"));
+    let body = [b"x".repeat(76), b"\r\n".to_vec()].concat().repeat(50_000);
+    let expected = [b"\r\n\r\n".as_slice(), &body, b"secret\r\n"].concat();
+    assert!(big.data.ends_with(&expected), "{} octets", big.data.len());
 }
 
 #[test]

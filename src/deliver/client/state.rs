@@ -599,7 +599,7 @@ impl Client {
             Step::StartTls if class == 4 || class == 5 => {
                 if self.config.starttls == StartTls::Required {
                     self.tls_unavailable(format!(
-                        "TLS is required, but STARTTLS was refused: {reply}"
+                        "TLS is required, but STARTTLS was refused (\"{reply}\")"
                     ));
                 } else {
                     let extensions = std::mem::take(&mut self.extensions);
