@@ -348,6 +348,9 @@ pub struct DeliveryConfig {
     /// (NOTIFY=DELAY, RFC 3461) get a delay notice.
     #[serde(deserialize_with = "duration")]
     pub delay_warning: Duration,
+    /// PEM file of CA certificates trusted under `tls = "verify"`, instead of the system's
+    /// roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for DeliveryConfig {
@@ -360,6 +363,7 @@ impl Default for DeliveryConfig {
                 .collect(),
             max_age: Duration::from_secs(5 * 86_400),
             delay_warning: Duration::from_secs(4 * 3600),
+            ca_file: None,
         }
     }
 }
@@ -434,6 +438,38 @@ pub struct DomainPolicy {
     pub rate: Option<(u32, Duration)>,
     /// Static next hops (`host:port`) instead of MX.
     pub route: Option<Vec<String>>,
+    /// STARTTLS when delivering (default opportunistic).
+    pub tls: TlsPolicy,
+}
+
+/// `domain.NAME.tls`: STARTTLS (RFC 3207) when delivering, after Postfix's
+/// `smtp_tls_security_level` (`may`, `encrypt`, `verify`, `none`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// Encrypt when the server offers STARTTLS, without checking its certificate; after a
+    /// failed handshake, the same host once more in plain text.
+    #[default]
+    Opportunistic,
+    /// Encrypt or defer: no STARTTLS offered, or a failed handshake, is a temporary failure.
+    Required,
+    /// Like `Required`, and the certificate must be valid for the host name (the MX or
+    /// route host) against `delivery.ca_file` or the system's roots.
+    Verify,
+    /// Never send STARTTLS.
+    Disabled,
+}
+
+impl TlsPolicy {
+    /// Reads the configuration word.
+    pub fn parse(word: &str) -> Option<TlsPolicy> {
+        Some(match word {
+            "opportunistic" => TlsPolicy::Opportunistic,
+            "required" => TlsPolicy::Required,
+            "verify" => TlsPolicy::Verify,
+            "disabled" => TlsPolicy::Disabled,
+            _ => return None,
+        })
+    }
 }
 
 impl Config {
@@ -445,6 +481,7 @@ impl Config {
             max_recipients_per_transaction: 100,
             rate: None,
             route: None,
+            tls: TlsPolicy::default(),
         };
         for layer in [self.domain.get("default"), self.domain.get(domain)]
             .into_iter()
@@ -462,6 +499,10 @@ impl Config {
             }
             if layer.route.is_some() {
                 p.route = layer.route.clone();
+            }
+            // Validated at start.
+            if let Some(tls) = layer.tls.as_deref().and_then(TlsPolicy::parse) {
+                p.tls = tls;
             }
         }
         p
@@ -575,6 +616,10 @@ impl Config {
         if self.delivery.retry.is_empty() {
             return Err(invalid("delivery.retry", "needs at least one delay"));
         }
+        if let Some(ca) = &self.delivery.ca_file {
+            crate::deliver::client::tls::load_ca_file(ca)
+                .map_err(|e| invalid("delivery.ca_file", e))?;
+        }
         // Lookups use lower-case domains (queue keys are lower-cased), so the table is too.
         self.domain = std::mem::take(&mut self.domain)
             .into_iter()
@@ -603,7 +648,7 @@ impl Config {
                 }
             }
             if let Some(tls) = &d.tls {
-                if !["opportunistic", "required", "verify", "disabled"].contains(&tls.as_str()) {
+                if TlsPolicy::parse(tls).is_none() {
                     return Err(invalid(
                         key("tls"),
                         format!("{tls:?}: opportunistic, required, verify or disabled"),
@@ -898,6 +943,42 @@ mod tests {
         assert_eq!(parse_hop("mx.test", 25), Some(("mx.test".into(), 25)));
         assert_eq!(parse_hop("[::1]:26", 25), Some(("::1".into(), 26)));
         assert_eq!(parse_hop("bad host", 25), None);
+    }
+
+    #[test]
+    fn tls_policy_and_ca_file() {
+        let c = parse(
+            "[domain.default]\ntls = \"required\"\n\n[domain.\"plain.test\"]\ntls = \"disabled\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.domain_policy("other.test").tls, TlsPolicy::Required);
+        assert_eq!(c.domain_policy("plain.test").tls, TlsPolicy::Disabled);
+        assert_eq!(
+            parse("").unwrap().domain_policy("x.test").tls,
+            TlsPolicy::Opportunistic
+        );
+        let e = parse("[domain.\"x.test\"]\ntls = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("domain.x.test.tls:"), "{e}");
+
+        let e = parse("[delivery]\nca_file = \"/nonexistent/ca.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("delivery.ca_file:") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = parse(&format!("[delivery]\nca_file = \"{}\"\n", empty.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("delivery.ca_file:") && e.contains("no certificate"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -61,6 +61,7 @@ impl Pair {
             server: Session::new(server_config(), peer, false),
             client: Client::new(ClientConfig {
                 helo_name: "out.x.test".into(),
+                ..Default::default()
             }),
             to_server: Vec::new(),
             to_client: Vec::new(),

@@ -17,6 +17,7 @@ impl Script {
         Script {
             client: Client::new(ClientConfig {
                 helo_name: "out.x.test".into(),
+                ..Default::default()
             }),
         }
     }
@@ -488,6 +489,7 @@ fn run(turns: &[&str], cuts: &[usize]) -> (Vec<ClientEvent>, String) {
         .collect();
     let mut client = Client::new(ClientConfig {
         helo_name: "out.x.test".into(),
+        ..Default::default()
     });
     let mut events = Vec::new();
     let mut written = String::new();

@@ -1,6 +1,10 @@
 //! One delivery connection: take jobs for a domain from its ready queue, connect to the
 //! first host that answers, run one transaction per job on the same connection (up to
 //! `max_messages_per_connection`), and settle each job's results.
+//!
+//! Under `tls = "opportunistic"` a failed TLS handshake is followed by one more connection
+//! to the same address in plain text, as Postfix does: a server whose TLS is broken still
+//! gets its mail, rather than none at all. Under `required` and `verify` it is a deferral.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -9,7 +13,7 @@ use std::time::Instant;
 use futures_lite::future;
 
 use crate::config::DomainPolicy;
-use crate::deliver::client::driver::Connection;
+use crate::deliver::client::driver::{Connection, TlsUse};
 use crate::deliver::client::state::Envelope;
 use crate::deliver::route::next_hops;
 use crate::outcome::settle::{expire, now_micros, settle};
@@ -58,21 +62,32 @@ async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy)
     };
     let hops = match next_hops(ctx, &queue.domain, policy).await {
         Ok(h) => h,
-        Err(reply) => return fail(ctx, job, None, reply).await,
+        Err(reply) => return fail(ctx, job, None, None, reply).await,
     };
     let helo = ctx.session.hostname.clone();
     let mut last_error = None;
     let mut conn = None;
     'hosts: for hop in &hops {
         for &addr in &hop.addrs {
-            match Connection::open(addr, &hop.name, &helo).await {
-                Ok(c) => {
-                    conn = Some(c);
-                    break 'hosts;
-                }
-                Err(reply) => {
-                    tracing::debug!(host = %hop.name, %addr, %reply, "host failed, trying the next");
-                    last_error = Some(reply);
+            let mut tls = TlsUse {
+                policy: policy.tls,
+                plain: false,
+            };
+            loop {
+                match Connection::open(addr, &hop.name, &helo, tls, &ctx.tls_out).await {
+                    Ok(c) => {
+                        conn = Some(c);
+                        break 'hosts;
+                    }
+                    Err(e) if e.retry_plain && !tls.plain => {
+                        tracing::info!(host = %hop.name, %addr, reply = %e.reply, "TLS failed, trying again in plain text");
+                        tls.plain = true;
+                    }
+                    Err(e) => {
+                        tracing::debug!(host = %hop.name, %addr, reply = %e.reply, "host failed, trying the next");
+                        last_error = Some(e.reply);
+                        break;
+                    }
                 }
             }
         }
@@ -85,7 +100,7 @@ async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy)
                 format!("no address to deliver to for {}", queue.domain),
             )
         });
-        return fail(ctx, job, None, reply).await;
+        return fail(ctx, job, None, None, reply).await;
     };
     let host = conn.host.clone();
     let mut sent = 0;
@@ -101,7 +116,7 @@ async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy)
             Err(e) => {
                 tracing::error!(id = %job.message.id, error = %e, "cannot read spooled content");
                 let reply = Reply::new(451, Enhanced(4, 3, 0), "local error reading the spool");
-                fail(ctx, job, Some(&host), reply).await;
+                fail(ctx, job, Some(&host), conn.tls, reply).await;
                 break;
             }
         };
@@ -127,7 +142,7 @@ async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy)
                     .into_iter()
                     .map(|(i, r)| (job.recipients[i], r))
                     .collect();
-                settle(ctx, job, Some(&host), conn.offers_dsn(), results).await;
+                settle(ctx, job, Some(&host), conn.tls, conn.offers_dsn(), results).await;
             }
             Err((reply, pending)) => {
                 // The transaction did not finish: every recipient in it gets the failure
@@ -142,7 +157,7 @@ async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy)
                     .into_iter()
                     .map(|i| (job.recipients[i], reply.clone()))
                     .collect();
-                settle(ctx, job, Some(&host), conn.offers_dsn(), results).await;
+                settle(ctx, job, Some(&host), conn.tls, conn.offers_dsn(), results).await;
                 return;
             }
         }
@@ -171,7 +186,7 @@ async fn take(ctx: &ShardContext, queue: &DomainQueue) -> Option<Job> {
     None
 }
 
-async fn fail(ctx: &ShardContext, job: Job, host: Option<&str>, reply: Reply) {
+async fn fail(ctx: &ShardContext, job: Job, host: Option<&str>, tls: Option<&str>, reply: Reply) {
     let results = job.recipients.iter().map(|&i| (i, reply.clone())).collect();
-    settle(ctx, job, host, false, results).await;
+    settle(ctx, job, host, tls, false, results).await;
 }

@@ -38,12 +38,14 @@ struct Decided {
 }
 
 /// Records and acts on the results of one attempt at `job`: one reply per recipient
-/// (index into the message's recipients). `host` is the server that answered, if any;
+/// (index into the message's recipients). `host` is the server that answered, if any, and
+/// `tls` the TLS version of that connection, if it used TLS;
 /// `next_hop_dsn` says whether it offered DSN and so took over notifications (RFC 3461).
 pub async fn settle(
     ctx: &ShardContext,
     job: Job,
     host: Option<&str>,
+    tls: Option<&str>,
     next_hop_dsn: bool,
     results: Vec<(u32, Reply)>,
 ) {
@@ -139,6 +141,7 @@ pub async fn settle(
             sender: &message.sender,
             recipient: Some(&message.recipients[d.index as usize]),
             host,
+            tls,
             reply: Some(&reply),
             attempts: Some(attempts),
             delay: Some(delay),
@@ -219,7 +222,7 @@ pub async fn expire(ctx: &ShardContext, job: Job) {
         "Message expired: delivery time exceeded",
     );
     let results = job.recipients.iter().map(|&i| (i, reply.clone())).collect();
-    settle(ctx, job, None, false, results).await;
+    settle(ctx, job, None, None, false, results).await;
 }
 
 /// A report (DSN) ready to be spooled: its record's parts and what queueing it needs.

@@ -81,6 +81,8 @@ pub struct ShardContext {
     /// TLS for listeners that offer it (from `[tls]`), and the generation of the shared
     /// configuration it was built from.
     tls: RefCell<(u64, Option<futures_rustls::TlsAcceptor>)>,
+    /// TLS for delivery (STARTTLS as client).
+    pub tls_out: crate::deliver::client::tls::TlsClients,
 }
 
 impl ShardContext {
@@ -172,6 +174,8 @@ async fn serve(
         domain_connections: RefCell::new(HashMap::new()),
         shard_count: config.shard_count() as u32,
         tls: RefCell::new((0, None)),
+        tls_out: crate::deliver::client::tls::TlsClients::new(config.delivery.ca_file.as_deref())
+            .map_err(std::io::Error::other)?,
     });
     let mut bound = Vec::new();
     let mut accepting = Vec::new();

@@ -21,6 +21,8 @@ pub struct Transaction {
     pub rcpt_tos: Vec<String>,
     /// The content as received.
     pub data: Vec<u8>,
+    /// The TLS version the transaction came over (`TLSv1.3`), none in plain text.
+    pub tls: Option<String>,
 }
 
 /// A running sink process.
@@ -31,7 +33,8 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Starts sinks on `listeners`: (address, behaviour: accept | tempfail-once | reject).
+    /// Starts sinks on `listeners`: (address, behaviour: accept | tempfail-once | reject,
+    /// with options such as `,cert=PEM,key=PEM` for STARTTLS; see `sink.py`).
     pub fn start(listeners: &[(SocketAddr, &str)]) -> Sink {
         let dir = tempfile::tempdir().unwrap();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/sink.py");
@@ -82,8 +85,14 @@ impl Sink {
                     .collect(),
                 data: std::fs::read(self.dir.path().join(v["data_file"].as_str().unwrap()))
                     .unwrap(),
+                tls: v["tls"].as_str().map(str::to_owned),
             })
             .collect()
+    }
+
+    /// STARTTLS commands received so far.
+    pub fn starttls_count(&self) -> usize {
+        self.lines("starttls.jsonl").len()
     }
 
     /// Connections so far (one EHLO or HELO each).

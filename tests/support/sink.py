@@ -8,10 +8,18 @@ Each ADDR is ip:port. BEHAVIOUR is one of
   tempfail-once   451 4.3.0 to the first RCPT of each recipient, 250 afterwards
   reject          550 5.1.1 to every RCPT
   greet-421       a 421 greeting, then close (a busy server)
+followed by options, each ",KEY=VALUE":
+  cert=PEM,key=PEM  offer STARTTLS with this certificate chain and key (TLS 1.2 and 1.3)
+  maxtls=1.2        with cert/key: TLS 1.2 at most
+  tls=broken        with cert/key: STARTTLS is offered and answered 220, then the sink sends
+                    bytes that are not TLS and closes the connection (a broken TLS stack);
+                    a later connection in plain text is served normally
 Every transaction is appended to OUTDIR/transactions.jsonl as one JSON object:
-{addr, peer, mail_from, rcpt_tos, data_file, size}; each message's content (as received,
-dot-stuffing removed) goes to OUTDIR/msg-N.eml. Every EHLO/HELO (one per connection) is
-appended to OUTDIR/connections.jsonl. OUTDIR/ready appears once all listeners are up.
+{addr, peer, mail_from, rcpt_tos, data_file, size, tls}; tls is the TLS version the
+transaction arrived over ("TLSv1.3", ...) or null. Each message's content (as received,
+dot-stuffing removed) goes to OUTDIR/msg-N.eml. Every EHLO/HELO (one per connection, two
+with STARTTLS) is appended to OUTDIR/connections.jsonl, every STARTTLS command to
+OUTDIR/starttls.jsonl. OUTDIR/ready appears once all listeners are up.
 Stops on SIGTERM.
 """
 
@@ -20,11 +28,12 @@ import itertools
 import json
 import os
 import signal
+import ssl
 import sys
 import threading
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, syntax
 
 LOCK = threading.Lock()
 COUNTER = itertools.count(1)
@@ -77,8 +86,57 @@ class Handler:
             "rcpt_tos": envelope.rcpt_tos,
             "data_file": name,
             "size": len(data),
+            "tls": tls_version(session),
         })
         return "250 2.0.0 Ok: queued as sink-{}".format(n)
+
+
+def tls_version(session):
+    """The TLS version of the session, None in plain text."""
+    info = session.ssl
+    if not info:
+        return None
+    obj = info.get("ssl_object")
+    if obj is not None:
+        return obj.version()
+    cipher = info.get("cipher")
+    return cipher[1] if cipher else "unknown"
+
+
+class TlsSMTP(SMTP):
+    """Records every STARTTLS; with broken=True answers it 220 and then breaks the handshake."""
+
+    def __init__(self, *args, out, addr, broken, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sink_out, self.sink_addr, self.broken = out, addr, broken
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg):
+        append(os.path.join(self.sink_out, "starttls.jsonl"), {"addr": self.sink_addr})
+        if not self.broken:
+            return await super().smtp_STARTTLS(arg)
+        await self.push("220 Ready to start TLS")
+        self.transport.write(b"this is not a TLS record\r\n" * 8)
+        self.transport.close()
+
+
+class TlsController(Controller):
+    def __init__(self, handler, out, addr, broken, **kwargs):
+        super().__init__(handler, **kwargs)
+        self.sink_out, self.sink_addr, self.broken = out, addr, broken
+
+    def factory(self):
+        return TlsSMTP(self.handler, out=self.sink_out, addr=self.sink_addr,
+                       broken=self.broken, **self.SMTP_kwargs)
+
+
+def tls_context(options):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if options.get("maxtls") == "1.2":
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(options["cert"], options["key"])
+    return ctx
 
 
 class Busy:
@@ -108,7 +166,9 @@ def main():
     out = sys.argv[1]
     controllers = []
     for spec in sys.argv[2:]:
-        addr, behaviour = spec.split("=")
+        addr, behaviour = spec.split("=", 1)
+        behaviour, *opts = behaviour.split(",")
+        options = dict(o.split("=", 1) for o in opts)
         host, port = addr.rsplit(":", 1)
         if behaviour == "greet-421":
             busy = Busy(host, int(port), out)
@@ -116,9 +176,15 @@ def main():
             controllers.append(busy)
             continue
         handler = Handler(addr, behaviour, out)
-        c = Controller(handler, hostname=host, port=int(port),
-                       server_kwargs={"data_size_limit": 0}, decode_data=False,
-                       enable_SMTPUTF8=True)
+        if "cert" in options:
+            c = TlsController(handler, out, addr, options.get("tls") == "broken",
+                              hostname=host, port=int(port), data_size_limit=0,
+                              decode_data=False, enable_SMTPUTF8=True,
+                              tls_context=tls_context(options))
+        else:
+            c = Controller(handler, hostname=host, port=int(port),
+                           server_kwargs={"data_size_limit": 0}, decode_data=False,
+                           enable_SMTPUTF8=True)
         c.start()
         controllers.append(c)
     open(os.path.join(out, "ready"), "w").close()

@@ -1,24 +1,123 @@
 //! The glommio loop around a delivery [`Client`]: connect, move bytes, apply the RFC 5321
 //! §4.5.3.2 timeout of whatever the client waits for, and write message content straight
-//! from the spool's memory map when the client asks for it.
+//! from the spool's memory map when the client asks for it. After STARTTLS the same loop
+//! runs over rustls.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_rustls::client::TlsStream;
+use futures_rustls::TlsConnector;
 use glommio::net::TcpStream;
 
-use crate::deliver::client::state::{Client, ClientConfig, ClientEvent, Envelope};
+use crate::config::TlsPolicy;
+use crate::deliver::client::state::{Client, ClientConfig, ClientEvent, Envelope, StartTls};
+use crate::deliver::client::tls::{server_name, TlsClients};
 use crate::smtp::reply::{Enhanced, Reply};
 
 /// RFC 5321 does not give a connect timeout; 30 s is Postfix's `smtp_connect_timeout`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// RFC 3207 gives no handshake timeout; 5 minutes, like the command replies around it
+/// (Postfix's `smtp_starttls_timeout` is 300 s too).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
 const READ_CHUNK: usize = 8 * 1024;
+
+/// A connection, in plain text or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Between the two, during the handshake, and after a failed one.
+    Gone,
+}
+
+impl Conn {
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Conn::Plain(s) => Some(s),
+            Conn::Tls(s) => Some(s.get_ref().0),
+            Conn::Gone => None,
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+            Conn::Gone => Ok(0),
+        }
+    }
+
+    /// Writes all of `buf`. Over TLS the record is flushed only when `flush` says so, so
+    /// that content written in pieces goes out in full records.
+    async fn write_all(&mut self, buf: &[u8], flush: bool) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(buf).await,
+            Conn::Tls(s) => {
+                s.write_all(buf).await?;
+                if flush {
+                    s.flush().await?;
+                }
+                Ok(())
+            }
+            Conn::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Conn::Plain(mut s) => drop(s.close().await),
+            Conn::Tls(mut s) => drop(s.close().await),
+            Conn::Gone => {}
+        }
+    }
+
+    fn set_read_timeout(&self, t: Duration) {
+        if let Some(s) = self.tcp() {
+            let _ = s.set_read_timeout(Some(t));
+        }
+    }
+
+    fn set_write_timeout(&self, t: Duration) {
+        if let Some(s) = self.tcp() {
+            let _ = s.set_write_timeout(Some(t));
+        }
+    }
+}
+
+/// How TLS is to be used on one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsUse {
+    /// The domain's policy.
+    pub policy: TlsPolicy,
+    /// The retry in plain text after a failed opportunistic handshake: no STARTTLS.
+    pub plain: bool,
+}
+
+/// Why [`Connection::open`] gave up.
+#[derive(Debug)]
+pub struct OpenError {
+    /// The reply to record for the recipients (a 4xx).
+    pub reply: Reply,
+    /// The TLS handshake failed under `opportunistic`: the same host may be tried again in
+    /// plain text (as Postfix does).
+    pub retry_plain: bool,
+}
+
+impl From<Reply> for OpenError {
+    fn from(reply: Reply) -> OpenError {
+        OpenError {
+            reply,
+            retry_plain: false,
+        }
+    }
+}
 
 /// An open SMTP connection to one receiving host, ready for transactions.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Conn,
     client: Client,
     input: Vec<u8>,
     filled: usize,
@@ -27,6 +126,8 @@ pub struct Connection {
     pub host: String,
     /// The address connected to.
     pub addr: SocketAddr,
+    /// The TLS version in use (`TLSv1.3`, `TLSv1.2`), none in plain text.
+    pub tls: Option<&'static str>,
 }
 
 /// How a transaction ended when it did not end normally: the reply every recipient still
@@ -38,29 +139,54 @@ fn temporary(text: String) -> Reply {
 }
 
 impl Connection {
-    /// Connects to `addr` and runs the greeting and EHLO. On failure returns the reply to
-    /// record for the recipients (always a 4xx: another host or a later try may work).
-    pub async fn open(addr: SocketAddr, host: &str, helo: &str) -> Result<Connection, Reply> {
+    /// Connects to `addr` and runs the greeting, EHLO and, as `tls` says, STARTTLS and EHLO
+    /// again. On failure returns the reply to record for the recipients (always a 4xx:
+    /// another host or a later try may work), and whether to try this host in plain text.
+    pub async fn open(
+        addr: SocketAddr,
+        host: &str,
+        helo: &str,
+        tls: TlsUse,
+        clients: &TlsClients,
+    ) -> Result<Connection, OpenError> {
         let stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)
             .await
             .map_err(|e| temporary(format!("connect to {host}[{addr}]: {e}")))?;
         // Commands and the content's last segment are small writes followed by a wait for
         // a reply: with Nagle's algorithm each would sit out the peer's delayed ACK (40 ms).
         let _ = stream.set_nodelay(true);
+        let starttls = match tls.policy {
+            TlsPolicy::Disabled => StartTls::Never,
+            TlsPolicy::Opportunistic if tls.plain => StartTls::Never,
+            TlsPolicy::Opportunistic => StartTls::IfOffered,
+            TlsPolicy::Required | TlsPolicy::Verify => StartTls::Required,
+        };
         let client = Client::new(ClientConfig {
             helo_name: helo.to_owned(),
+            starttls,
         });
         let mut conn = Connection {
-            stream,
+            stream: Conn::Plain(stream),
             client,
             input: vec![0; READ_CHUNK],
             filled: 0,
             output: Vec::new(),
             host: host.to_owned(),
             addr,
+            tls: None,
         };
-        match conn.next_event().await {
+        let mut event = conn.next_event().await;
+        if event == ClientEvent::StartTls {
+            conn.start_tls(tls.policy, clients).await?;
+            event = conn.next_event().await;
+        }
+        match event {
             ClientEvent::Ready => Ok(conn),
+            // Our own refusal (TLS required but not to be had): say so, naming the host.
+            ClientEvent::Failed { reply, .. } if reply.enhanced == Some(Enhanced(4, 7, 4)) => {
+                let text = format!("{} by host {host}[{addr}]", reply.lines.join(" "));
+                Err(Reply::new(451, Enhanced(4, 7, 4), text).into())
+            }
             ClientEvent::Failed { reply, .. } => {
                 // A refusal to talk is about this host, not the recipients: try elsewhere
                 // or later, never bounce on it.
@@ -72,9 +198,76 @@ impl Connection {
                         lines: vec![text.into()],
                         ..reply
                     }
+                }
+                .into())
+            }
+            other => Err(temporary(format!("{host}[{addr}]: unexpected {other:?}")).into()),
+        }
+    }
+
+    /// Runs the TLS handshake after the server's 220 to STARTTLS, bounded by
+    /// [`HANDSHAKE_TIMEOUT`]. Input read before it is dropped (RFC 3207 §5: it may have been
+    /// injected in plain text).
+    async fn start_tls(
+        &mut self,
+        policy: TlsPolicy,
+        clients: &TlsClients,
+    ) -> Result<(), OpenError> {
+        self.filled = 0;
+        let (host, addr) = (&self.host, self.addr);
+        let Conn::Plain(tcp) = std::mem::replace(&mut self.stream, Conn::Gone) else {
+            unreachable!("STARTTLS is only sent in plain text");
+        };
+        let verify = policy == TlsPolicy::Verify;
+        let config = if verify {
+            clients.verified.clone()
+        } else {
+            clients.unverified.clone()
+        };
+        let name = server_name(host, addr.ip());
+        let handshake = async {
+            TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let timeout = async {
+            glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
+            Err("timed out".to_string())
+        };
+        match future::or(handshake, timeout).await {
+            Ok(tls) => {
+                let (_, session) = tls.get_ref();
+                let version = match session.protocol_version() {
+                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                    _ => "TLS",
+                };
+                let cipher = session
+                    .negotiated_cipher_suite()
+                    .map(|c| format!("{:?}", c.suite()))
+                    .unwrap_or_default();
+                let trust = if verify { "Trusted" } else { "Untrusted" };
+                tracing::debug!(%host, %addr, version, cipher, "{trust} TLS connection established");
+                self.tls = Some(version);
+                self.stream = Conn::Tls(Box::new(tls));
+                self.client.handle_tls_started();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(%host, %addr, error = %e, "TLS handshake failed");
+                self.client.handle_eof();
+                // RFC 3463 X.7.5: cryptographic failure; Postfix's "Cannot start TLS:
+                // handshake failure" uses it too.
+                Err(OpenError {
+                    reply: Reply::new(
+                        451,
+                        Enhanced(4, 7, 5),
+                        format!("TLS handshake with {host}[{addr}] failed: {e}"),
+                    ),
+                    retry_plain: policy == TlsPolicy::Opportunistic,
                 })
             }
-            other => Err(temporary(format!("{host}[{addr}]: unexpected {other:?}"))),
         }
     }
 
@@ -91,12 +284,10 @@ impl Connection {
             match self.next_event().await {
                 ClientEvent::SendContent => {
                     self.flush().await;
-                    let _ = self
-                        .stream
-                        .set_write_timeout(Some(Duration::from_secs(180)));
+                    self.stream.set_write_timeout(Duration::from_secs(180));
                     let written = async {
-                        self.stream.write_all(content).await?;
-                        self.stream.write_all(b".\r\n").await
+                        self.stream.write_all(content, false).await?;
+                        self.stream.write_all(b".\r\n", true).await
                     };
                     if let Err(e) = written.await {
                         let reply =
@@ -108,7 +299,7 @@ impl Connection {
                 }
                 ClientEvent::TransactionDone { results } => return Ok(results),
                 ClientEvent::Failed { reply, pending } => return Err((reply, pending)),
-                ClientEvent::Ready | ClientEvent::Closed => {
+                ClientEvent::Ready | ClientEvent::StartTls | ClientEvent::Closed => {
                     return Err((
                         temporary("connection closed during a transaction".into()),
                         Vec::new(),
@@ -140,7 +331,7 @@ impl Connection {
             },
         )
         .await;
-        let _ = self.stream.close().await;
+        self.stream.close().await;
     }
 
     fn pending_after_eof(&mut self) -> Vec<usize> {
@@ -157,10 +348,8 @@ impl Connection {
         if self.output.is_empty() {
             return;
         }
-        let _ = self
-            .stream
-            .set_write_timeout(Some(Duration::from_secs(300)));
-        if self.stream.write_all(&self.output).await.is_err() {
+        self.stream.set_write_timeout(Duration::from_secs(300));
+        if self.stream.write_all(&self.output, true).await.is_err() {
             self.client.handle_eof();
         }
         self.output.clear();
@@ -193,7 +382,7 @@ impl Connection {
             if self.filled == self.input.len() {
                 self.input.resize(self.input.len() * 2, 0);
             }
-            let _ = self.stream.set_read_timeout(Some(wait.default_timeout()));
+            self.stream.set_read_timeout(wait.default_timeout());
             match self.stream.read(&mut self.input[self.filled..]).await {
                 Ok(0) => self.client.handle_eof(),
                 Ok(n) => {

@@ -3,3 +3,4 @@
 
 pub mod driver;
 pub mod state;
+pub mod tls;

@@ -14,12 +14,20 @@
 //!      [`Client::start_transaction`] for the next batch of recipients, or [`Client::quit`];
 //!    - [`ClientEvent::SendContent`]: write the message in wire form and `.\r\n`, then call
 //!      [`Client::handle_content_sent`];
+//!    - [`ClientEvent::StartTls`]: drop any unused input, run the TLS handshake, then call
+//!      [`Client::handle_tls_started`];
 //!    - [`ClientEvent::Failed`], [`ClientEvent::Closed`]: see their docs.
 //! 4. [`Client::take_output`] and write it; arm the read timer from [`Client::waiting_for`];
 //!    then back to 2.
 //!
 //! End of stream and expired timers come in through [`Client::handle_eof`] and
 //! [`Client::handle_timeout`].
+//!
+//! STARTTLS (RFC 3207) follows EHLO when the server offers it and [`StartTls`] allows it;
+//! after the handshake the client says EHLO again and forgets what the server said before
+//! (§4.2). When TLS is required but the server does not offer STARTTLS, or refuses it, the
+//! session fails with 451 4.7.4 (RFC 3463 X.7.4, "security features not supported", the
+//! code Postfix gives for "TLS is required, but was not offered") and the client says QUIT.
 //!
 //! A transaction follows RFC 5321 §3.3: `[RSET] MAIL RCPT… DATA`, content, final reply.
 //! With PIPELINING (RFC 2920) all of those commands go out in one write and the replies are
@@ -45,12 +53,26 @@ use crate::smtp::response::parse_reply;
 /// 3 minutes per write. The content write is the driver's, so it has no [`Wait`].
 pub const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(3 * 60);
 
-/// Who the client says it is.
-#[derive(Clone, Debug)]
+/// Who the client says it is, and whether it asks for TLS.
+#[derive(Clone, Debug, Default)]
 pub struct ClientConfig {
     /// The EHLO/HELO argument: our fully qualified host name (RFC 5321 §4.1.1.1). It is
     /// written as given, so it must already be a valid domain or address literal.
     pub helo_name: String,
+    /// Whether to use STARTTLS.
+    pub starttls: StartTls,
+}
+
+/// Whether the client asks for TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartTls {
+    /// Never send STARTTLS.
+    #[default]
+    Never,
+    /// Send STARTTLS when offered; go on in plain text when it is not, or is refused.
+    IfOffered,
+    /// Send STARTTLS; fail the session (4.7.4) when it is not offered or is refused.
+    Required,
 }
 
 /// One message and the recipients to give it in one transaction.
@@ -156,6 +178,11 @@ pub enum ClientEvent {
         /// Recipient indices of the unfinished transaction; empty when there was none.
         pending: Vec<usize>,
     },
+    /// The server accepted STARTTLS (220): the driver must discard any input the client did
+    /// not use (RFC 3207 §5: bytes sent before the handshake cannot be trusted), run the
+    /// TLS handshake on the connection, and call [`Client::handle_tls_started`]; if the
+    /// handshake fails, the connection is lost and only closing it is left.
+    StartTls,
     /// QUIT answered or the session ended: close the socket. Always the last event.
     Closed,
 }
@@ -167,6 +194,8 @@ pub enum Wait {
     Greeting,
     /// The EHLO or HELO reply (not named by the RFC; 5 minutes like MAIL).
     Ehlo,
+    /// The STARTTLS reply (not named by RFC 3207; 5 minutes like MAIL).
+    StartTls,
     /// The MAIL reply (§4.5.3.2.2: 5 minutes).
     Mail,
     /// A RCPT reply (§4.5.3.2.3: 5 minutes).
@@ -188,7 +217,13 @@ impl Wait {
         let minutes = match self {
             Wait::DataInit => 2,
             Wait::DataTermination => 10,
-            Wait::Greeting | Wait::Ehlo | Wait::Mail | Wait::Rcpt | Wait::Rset | Wait::Quit => 5,
+            Wait::Greeting
+            | Wait::Ehlo
+            | Wait::StartTls
+            | Wait::Mail
+            | Wait::Rcpt
+            | Wait::Rset
+            | Wait::Quit => 5,
         };
         Duration::from_secs(minutes * 60)
     }
@@ -199,6 +234,7 @@ impl fmt::Display for Wait {
         f.write_str(match self {
             Wait::Greeting => "greeting",
             Wait::Ehlo => "EHLO reply",
+            Wait::StartTls => "STARTTLS reply",
             Wait::Mail => "MAIL reply",
             Wait::Rcpt => "RCPT reply",
             Wait::DataInit => "DATA reply",
@@ -216,6 +252,7 @@ enum Step {
     Greeting,
     Ehlo,
     Helo,
+    StartTls,
     Rset,
     Mail,
     /// The RCPT for this recipient index.
@@ -234,6 +271,9 @@ enum Phase {
     Opening,
     /// Between transactions.
     Idle,
+    /// STARTTLS was accepted ([`ClientEvent::StartTls`] emitted); the driver runs the
+    /// handshake.
+    Handshake,
     /// A transaction's commands or final reply are in flight.
     Transaction,
     /// [`ClientEvent::SendContent`] was emitted; the driver is writing the content.
@@ -280,6 +320,8 @@ pub struct Client {
     txn: Option<Transaction>,
     /// The server may still hold transaction state: send RSET before the next MAIL.
     needs_rset: bool,
+    /// The TLS handshake is done: no second STARTTLS.
+    tls_active: bool,
     output: Vec<u8>,
     events: VecDeque<ClientEvent>,
 }
@@ -295,6 +337,7 @@ impl Client {
             unsent: VecDeque::new(),
             txn: None,
             needs_rset: false,
+            tls_active: false,
             output: Vec::with_capacity(512),
             events: VecDeque::new(),
         }
@@ -307,7 +350,12 @@ impl Client {
     /// `input` counts as used: nothing after it can be trusted.
     pub fn handle_input(&mut self, input: &[u8]) -> usize {
         let mut pos = 0;
-        while pos < input.len() && !matches!(self.phase, Phase::Content | Phase::Closed) {
+        while pos < input.len()
+            && !matches!(
+                self.phase,
+                Phase::Content | Phase::Handshake | Phase::Closed
+            )
+        {
             match parse_reply(&input[pos..]) {
                 Ok(Some((reply, used))) => {
                     pos += used;
@@ -355,7 +403,7 @@ impl Client {
                     .push_back(ClientEvent::Failed { reply, pending });
                 return;
             }
-            Phase::Opening | Phase::Transaction | Phase::Content => {
+            Phase::Opening | Phase::Handshake | Phase::Transaction | Phase::Content => {
                 panic!(
                     "start_transaction while {:?}: wait for Ready or TransactionDone",
                     self.phase
@@ -429,6 +477,31 @@ impl Client {
         }
     }
 
+    /// The driver finished the TLS handshake after [`ClientEvent::StartTls`]: the client
+    /// says EHLO again and forgets the extensions offered in plain text (RFC 3207 §4.2).
+    /// Does nothing once the session has ended.
+    ///
+    /// # Panics
+    ///
+    /// When no [`ClientEvent::StartTls`] is outstanding.
+    pub fn handle_tls_started(&mut self) {
+        match self.phase {
+            Phase::Handshake => {
+                self.tls_active = true;
+                self.extensions = Extensions::default();
+                self.phase = Phase::Opening;
+                self.send(Step::Ehlo);
+            }
+            Phase::Quitting | Phase::Closed => {}
+            phase => panic!("handle_tls_started while {phase:?}: no StartTls outstanding"),
+        }
+    }
+
+    /// True once [`Client::handle_tls_started`] was called.
+    pub fn is_tls_active(&self) -> bool {
+        self.tls_active
+    }
+
     /// Ends the session. Between transactions this sends QUIT and [`ClientEvent::Closed`]
     /// follows its reply. In the middle of one (a shutdown, say) the session closes at once
     /// without QUIT, since the server's state is unknown, and the transaction's recipients
@@ -436,7 +509,7 @@ impl Client {
     pub fn quit(&mut self) {
         match self.phase {
             Phase::Idle => self.send_quit(),
-            Phase::Opening => self.close(),
+            Phase::Opening | Phase::Handshake => self.close(),
             Phase::Transaction | Phase::Content => {
                 self.fail(Reply::new(451, Enhanced(4, 3, 0), "Delivery abandoned"))
             }
@@ -476,6 +549,7 @@ impl Client {
         Some(match self.expected.front()? {
             Step::Greeting => Wait::Greeting,
             Step::Ehlo | Step::Helo => Wait::Ehlo,
+            Step::StartTls => Wait::StartTls,
             Step::Rset => Wait::Rset,
             Step::Mail => Wait::Mail,
             Step::Rcpt(_) => Wait::Rcpt,
@@ -513,10 +587,26 @@ impl Client {
         let class = reply.code / 100;
         match step {
             Step::Greeting if class == 2 => self.send(Step::Ehlo),
-            Step::Ehlo if class == 2 => self.ready(Extensions::from_ehlo(&reply)),
+            Step::Ehlo if class == 2 => self.greeted(Extensions::from_ehlo(&reply)),
             // RFC 5321 §3.2: a server that does not know EHLO answers 5xx; fall back.
             Step::Ehlo if class == 5 => self.send(Step::Helo),
-            Step::Helo if class == 2 => self.ready(Extensions::default()),
+            Step::Helo if class == 2 => self.greeted(Extensions::default()),
+            Step::StartTls if class == 2 => {
+                self.phase = Phase::Handshake;
+                self.events.push_back(ClientEvent::StartTls);
+            }
+            // RFC 3207 §4: after a refusal the session goes on in plain text, if allowed.
+            Step::StartTls if class == 4 || class == 5 => {
+                if self.config.starttls == StartTls::Required {
+                    self.tls_unavailable(format!(
+                        "TLS is required, but STARTTLS was refused (\"{reply}\")"
+                    ));
+                } else {
+                    let extensions = std::mem::take(&mut self.extensions);
+                    self.ready(extensions);
+                }
+            }
+            Step::StartTls => self.fail(unexpected(&reply)),
             // RFC 5321 §3.1: after a refused greeting the server still waits for QUIT; the
             // same courtesy after a refused EHLO/HELO.
             Step::Greeting | Step::Ehlo | Step::Helo => self.refused(reply),
@@ -691,6 +781,29 @@ impl Client {
         params
     }
 
+    /// EHLO or HELO answered: STARTTLS next if offered and wanted, else ready.
+    fn greeted(&mut self, extensions: Extensions) {
+        if self.tls_active || self.config.starttls == StartTls::Never {
+            return self.ready(extensions);
+        }
+        if extensions.starttls {
+            // Kept for a refused STARTTLS: the session then goes on with them.
+            self.extensions = extensions;
+            return self.send(Step::StartTls);
+        }
+        match self.config.starttls {
+            StartTls::Required => {
+                self.tls_unavailable("TLS is required, but was not offered".to_string())
+            }
+            _ => self.ready(extensions),
+        }
+    }
+
+    /// TLS is required and cannot be had from this server: report 451 4.7.4 and say QUIT.
+    fn tls_unavailable(&mut self, text: String) {
+        self.refused(Reply::new(451, Enhanced(4, 7, 4), text));
+    }
+
     fn ready(&mut self, extensions: Extensions) {
         self.extensions = extensions;
         self.phase = Phase::Idle;
@@ -723,6 +836,7 @@ impl Client {
                 out.extend_from_slice(self.config.helo_name.as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
+            Step::StartTls => out.extend_from_slice(b"STARTTLS\r\n"),
             Step::Rset => out.extend_from_slice(b"RSET\r\n"),
             Step::Mail | Step::Rcpt(_) => {
                 // Invariant: MAIL and RCPT are only queued by start_transaction, together
@@ -827,6 +941,135 @@ fn needs_smtputf8(envelope: &Envelope) -> bool {
 mod tests {
     use super::*;
 
+    fn client(starttls: StartTls) -> Client {
+        Client::new(ClientConfig {
+            helo_name: "c.test".into(),
+            starttls,
+        })
+    }
+
+    fn output(c: &mut Client) -> String {
+        let mut out = Vec::new();
+        c.take_output(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn envelope() -> Envelope {
+        Envelope {
+            sender: "a@x.test".into(),
+            recipients: vec!["b@y.test".into()],
+            size: 10,
+            needs_8bit: false,
+            needs_smtputf8: false,
+            mail_dsn: String::new(),
+            rcpt_dsn: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn starttls_when_offered_then_ehlo_again_with_the_new_extensions() {
+        let mut c = client(StartTls::IfOffered);
+        c.handle_input(b"220 hi\r\n");
+        assert_eq!(output(&mut c), "EHLO c.test\r\n");
+        // The plain-text reply offers SIZE 100; the one over TLS does not limit size.
+        let after_ehlo = b"250-mx\r\n250-SIZE 100\r\n250 STARTTLS\r\n".len();
+        let input = b"250-mx\r\n250-SIZE 100\r\n250 STARTTLS\r\n220 go ahead\r\n250 injected\r\n";
+        // Nothing after the 220 is taken: it came before the handshake.
+        assert_eq!(
+            c.handle_input(input),
+            after_ehlo + b"220 go ahead\r\n".len()
+        );
+        assert_eq!(output(&mut c), "STARTTLS\r\n");
+        assert_eq!(c.poll_event(), Some(ClientEvent::StartTls));
+        assert_eq!(c.poll_event(), None);
+        assert_eq!(c.waiting_for(), None);
+        c.handle_tls_started();
+        assert!(c.is_tls_active());
+        assert_eq!(c.extensions(), &Extensions::default());
+        assert_eq!(output(&mut c), "EHLO c.test\r\n");
+        // STARTTLS again over TLS is neither sent nor needed.
+        c.handle_input(b"250-mx\r\n250-STARTTLS\r\n250 PIPELINING\r\n");
+        assert_eq!(c.poll_event(), Some(ClientEvent::Ready));
+        assert!(c.extensions().pipelining && c.extensions().size.is_none());
+        c.start_transaction(Envelope {
+            size: 1000,
+            ..envelope()
+        });
+        assert_eq!(
+            output(&mut c),
+            "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"
+        );
+    }
+
+    #[test]
+    fn opportunistic_goes_on_in_plain_text_without_starttls_or_after_a_refusal() {
+        let mut c = client(StartTls::IfOffered);
+        c.handle_input(b"220 hi\r\n250-mx\r\n250 PIPELINING\r\n");
+        assert_eq!(output(&mut c), "EHLO c.test\r\n");
+        assert_eq!(c.poll_event(), Some(ClientEvent::Ready));
+
+        let mut c = client(StartTls::IfOffered);
+        c.handle_input(b"220 hi\r\n250-mx\r\n250-SIZE 100\r\n250 STARTTLS\r\n");
+        assert_eq!(output(&mut c), "EHLO c.test\r\nSTARTTLS\r\n");
+        assert_eq!(c.waiting_for(), Some(Wait::StartTls));
+        c.handle_input(b"454 4.7.0 TLS not available due to temporary reason\r\n");
+        assert_eq!(c.poll_event(), Some(ClientEvent::Ready));
+        assert!(!c.is_tls_active());
+        // The extensions from before the refusal still hold.
+        assert_eq!(c.extensions().size, Some(100));
+    }
+
+    #[test]
+    fn required_fails_with_4_7_4_and_quits_when_tls_is_not_offered_or_refused() {
+        for (server, sent) in [
+            ("250-mx\r\n250 PIPELINING\r\n", "EHLO c.test\r\nQUIT\r\n"),
+            // A server without EHLO has no STARTTLS either.
+            (
+                "502 what\r\n250 mx\r\n",
+                "EHLO c.test\r\nHELO c.test\r\nQUIT\r\n",
+            ),
+            (
+                "250-mx\r\n250 STARTTLS\r\n454 4.7.0 not now\r\n",
+                "EHLO c.test\r\nSTARTTLS\r\nQUIT\r\n",
+            ),
+        ] {
+            let mut c = client(StartTls::Required);
+            c.handle_input(format!("220 hi\r\n{server}").as_bytes());
+            assert_eq!(output(&mut c), sent);
+            let Some(ClientEvent::Failed { reply, pending }) = c.poll_event() else {
+                panic!("no Failed for {server:?}");
+            };
+            assert_eq!((reply.code, reply.enhanced), (451, Some(Enhanced(4, 7, 4))));
+            assert!(reply.lines[0].starts_with("TLS is required"), "{reply}");
+            assert!(pending.is_empty());
+            c.handle_input(b"221 bye\r\n");
+            assert_eq!(c.poll_event(), Some(ClientEvent::Closed));
+        }
+    }
+
+    #[test]
+    fn never_sends_starttls_when_disabled() {
+        let mut c = client(StartTls::Never);
+        c.handle_input(b"220 hi\r\n250-mx\r\n250 STARTTLS\r\n");
+        assert_eq!(output(&mut c), "EHLO c.test\r\n");
+        assert_eq!(c.poll_event(), Some(ClientEvent::Ready));
+    }
+
+    #[test]
+    fn a_lost_connection_during_the_handshake_fails_the_session() {
+        let mut c = client(StartTls::Required);
+        c.handle_input(b"220 hi\r\n250-mx\r\n250 STARTTLS\r\n220 go\r\n");
+        assert_eq!(c.poll_event(), Some(ClientEvent::StartTls));
+        c.handle_eof();
+        assert!(
+            matches!(c.poll_event(), Some(ClientEvent::Failed { reply, .. }) if reply.code == 421)
+        );
+        assert_eq!(c.poll_event(), Some(ClientEvent::Closed));
+        // A late call after the end changes nothing.
+        c.handle_tls_started();
+        assert_eq!(c.poll_event(), None);
+    }
+
     fn ehlo(lines: &[&'static str]) -> Reply {
         Reply::plain(250, lines.iter().map(|&l| l.into()).collect())
     }
@@ -878,9 +1121,7 @@ mod tests {
 
     #[test]
     fn size_without_limit_sends_the_parameter_but_refuses_nothing() {
-        let mut c = Client::new(ClientConfig {
-            helo_name: "c.test".into(),
-        });
+        let mut c = client(StartTls::Never);
         c.handle_input(b"220 hi\r\n250-mx\r\n250 SIZE\r\n");
         assert_eq!(c.poll_event(), Some(ClientEvent::Ready));
         c.start_transaction(Envelope {
@@ -902,9 +1143,7 @@ mod tests {
 
     #[test]
     fn control_characters_in_addresses_are_never_written() {
-        let mut c = Client::new(ClientConfig {
-            helo_name: "c.test".into(),
-        });
+        let mut c = client(StartTls::Never);
         c.handle_input(b"220 hi\r\n250-mx\r\n250 PIPELINING\r\n");
         assert_eq!(c.poll_event(), Some(ClientEvent::Ready));
         let mut out = Vec::new();
