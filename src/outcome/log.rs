@@ -43,6 +43,8 @@ pub struct LogEvent<'a> {
     pub next_attempt_micros: Option<u64>,
     /// DKIM signatures added at reception (`d=… s=… a=…; …`).
     pub dkim: Option<&'a str>,
+    /// The SMTP AUTH user who sent the message (for `received`).
+    pub auth: Option<&'a str>,
 }
 
 impl DeliveryLog {
@@ -72,13 +74,14 @@ impl DeliveryLog {
             m.insert("id".into(), json!(id.to_string()));
         }
         m.insert("sender".into(), json!(e.sender));
-        let optional: [(&str, Option<Value>); 9] = [
+        let optional: [(&str, Option<Value>); 10] = [
             ("recipient", e.recipient.map(|v| json!(v))),
             ("recipients", e.recipients.map(|v| json!(v))),
             ("size", e.size.map(|v| json!(v))),
             ("host", e.host.map(|v| json!(v))),
             ("reply", e.reply.map(|v| json!(v))),
             ("dkim", e.dkim.map(|v| json!(v))),
+            ("auth", e.auth.map(|v| json!(v))),
             ("attempts", e.attempts.map(|v| json!(v))),
             ("delay_ms", e.delay.map(|d| json!(d.as_millis() as u64))),
             (

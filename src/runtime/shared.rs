@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crossbeam_skiplist::SkipMap;
 
+use crate::auth::Authenticator;
 use crate::config::{Config, DomainPolicy};
 use crate::dkim::{Canonicalization, Signer};
 use crate::outcome::log::DeliveryLog;
@@ -27,6 +28,8 @@ pub struct Shared {
     pub log: DeliveryLog,
     /// DKIM signers, from `[[dkim]]`.
     pub dkim: Vec<Signer>,
+    /// SMTP AUTH users and failure counts, from `[auth]` (set with [`Shared::with_auth`]).
+    pub auth: Option<Authenticator>,
     limiters: SkipMap<String, Arc<RateLimit>>,
     /// Each domain's resolved policy, computed once: it is asked for per message (the
     /// transaction size) and per scheduler tick.
@@ -47,9 +50,16 @@ impl Shared {
             segments,
             log,
             dkim,
+            auth: None,
             limiters: SkipMap::new(),
             policies: SkipMap::new(),
         }
+    }
+
+    /// Adds the SMTP AUTH users and failure counts.
+    pub fn with_auth(mut self, auth: Authenticator) -> Shared {
+        self.auth = Some(auth);
+        self
     }
 
     /// The signers for mail from `from_domain`: those of the closest configured domain
