@@ -223,6 +223,11 @@ impl Session {
                                 self.handle_sasl_line(line)
                             }
                             Some(line) => self.handle_line(line),
+                            // An over-long SASL response (already answered 500) ends the
+                            // exchange: the next line is a command again.
+                            None if matches!(self.input, Input::Sasl(_)) => {
+                                self.input = Input::Commands
+                            }
                             None => {}
                         }
                     }
@@ -953,6 +958,13 @@ mod tests {
         assert!(
             say(&mut s, "NOOP\r\n").starts_with("250"),
             "back to commands"
+        );
+        say(&mut s, "AUTH PLAIN\r\n");
+        let long = format!("{}\r\n", "A".repeat(600));
+        assert!(say(&mut s, &long).starts_with("500 5.5.2"));
+        assert!(
+            say(&mut s, "NOOP\r\n").starts_with("250"),
+            "the exchange ended"
         );
     }
 }
