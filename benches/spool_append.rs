@@ -48,6 +48,7 @@ fn envelope() -> Envelope {
         }],
         smtputf8: false,
         body_hashes: Vec::new(),
+        auth: None,
     }
 }
 

@@ -29,12 +29,15 @@
 //! - [`deliver`]: scheduler, attempts, routes, DNS resolver, SMTP client.
 //! - [`outcome`]: settling results, bounces (DSN), the delivery log.
 //! - [`accept`], [`runtime`]: sockets and executors.
+//! - [`auth`]: SMTP AUTH's users file and failure counts (the SASL exchange is in
+//!   [`session`]).
 //! - [`dkim`]: DKIM signing (RFC 6376, RFC 8463). Pure.
 //! - [`config`]: the one typed configuration.
 
 #![warn(missing_docs)]
 
 pub mod accept;
+pub mod auth;
 pub mod config;
 pub mod deliver;
 pub mod dkim;

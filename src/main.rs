@@ -52,6 +52,15 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Add or replace a SMTP AUTH user: reads the password (one line) on standard input and
+    /// writes `USER:argon2-hash` into FILE (created with mode 0600).
+    Passwd {
+        /// The login name (no ':', white space or control characters).
+        user: String,
+        /// The users file (`auth.users_file`).
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// DKIM key management.
     Dkim {
         #[command(subcommand)]
@@ -119,6 +128,7 @@ fn main() -> ExitCode {
         Command::Queue {
             command: QueueCommand::List { spool },
         } => queue_list(&spool),
+        Command::Passwd { user, file } => passwd(&user, &file),
         Command::Dkim {
             command:
                 DkimCommand::Keygen {
@@ -163,7 +173,17 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
         .map_err(|e| format!("log.delivery {}: {e}", config.log.delivery.display()))?;
     let segments = Arc::new(Segments::new(spool.clone()));
     let signers = config.dkim_signers().map_err(|e| e.to_string())?;
-    let shared = Arc::new(Shared::new(config.clone(), segments, log, signers));
+    let mut shared = Shared::new(config.clone(), segments, log, signers);
+    if let Some(auth) = &config.auth {
+        let authenticator =
+            pigeon::auth::Authenticator::load(auth).map_err(|e| format!("auth.users_file: {e}"))?;
+        tracing::info!(
+            users = authenticator.credentials().len(),
+            "SMTP AUTH users loaded"
+        );
+        shared = shared.with_auth(authenticator);
+    }
+    let shared = Arc::new(shared);
     shared.load_tls().map_err(|e| format!("tls: {e}"))?;
     let mut deferred: Vec<Deferred> = (0..shards).map(|_| Deferred::new()).collect();
     requeue(spool, &shared, &mut deferred)?;
@@ -309,6 +329,26 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
         deferred_jobs = held,
         "queue rebuilt from the spool"
     );
+    Ok(())
+}
+
+/// `pigeon passwd USER --file FILE`.
+fn passwd(user: &str, file: &Path) -> Result<(), String> {
+    use pigeon::auth::credentials::{hash_password, set_password, valid_user};
+    valid_user(user).map_err(|e| format!("{user:?}: {e}"))?;
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the password from standard input: {e}"))?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err("empty password (give it on standard input)".into());
+    }
+    let hash = hash_password(password)?;
+    let replaced = set_password(file, user, &hash).map_err(|e| e.to_string())?;
+    let what = if replaced { "replaced" } else { "added" };
+    eprintln!("{user}: {what} in {}", file.display());
     Ok(())
 }
 

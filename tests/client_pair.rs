@@ -131,8 +131,9 @@ impl Pair {
                     self.server.handle_stored(Ok(&id));
                 }
                 Event::Close => self.server_closed = true,
-                // This server never offers STARTTLS.
+                // This server never offers STARTTLS or AUTH.
                 Event::StartTls => unreachable!("STARTTLS is not offered"),
+                Event::Authenticate(_) => unreachable!("AUTH is not offered"),
             }
         }
         moved

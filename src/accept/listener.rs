@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{future, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::config::TlsMode;
+use crate::config::ListenerConfig;
 use crate::runtime::shard::ShardContext;
 use crate::session::driver;
 
@@ -19,7 +19,7 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts connections until the shard stops, starting a session for each.
-pub async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>, tls: TlsMode) {
+pub async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>, config: ListenerConfig) {
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             ctx.stop.wait().await;
@@ -36,7 +36,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>, tls: TlsM
                 match ctx.shared.admission.admit(peer.ip(), Instant::now()) {
                     Ok(admitted) => glommio::spawn_local(async move {
                         ctx.sessions.set(ctx.sessions.get() + 1);
-                        driver::run(stream, &ctx, tls).await;
+                        driver::run(stream, &ctx, config.tls, config.mode).await;
                         ctx.sessions.set(ctx.sessions.get() - 1);
                         drop(admitted);
                     })

@@ -46,6 +46,8 @@ pub struct LogEvent<'a> {
     /// The TLS version of the delivery connection (`TLSv1.3`, `TLSv1.2`); absent when
     /// it was plain text or there was none.
     pub tls: Option<&'a str>,
+    /// The SMTP AUTH user who sent the message (for `received`).
+    pub auth: Option<&'a str>,
 }
 
 impl DeliveryLog {
@@ -75,7 +77,7 @@ impl DeliveryLog {
             m.insert("id".into(), json!(id.to_string()));
         }
         m.insert("sender".into(), json!(e.sender));
-        let optional: [(&str, Option<Value>); 10] = [
+        let optional: [(&str, Option<Value>); 11] = [
             ("recipient", e.recipient.map(|v| json!(v))),
             ("recipients", e.recipients.map(|v| json!(v))),
             ("size", e.size.map(|v| json!(v))),
@@ -83,6 +85,7 @@ impl DeliveryLog {
             ("reply", e.reply.map(|v| json!(v))),
             ("dkim", e.dkim.map(|v| json!(v))),
             ("tls", e.tls.map(|v| json!(v))),
+            ("auth", e.auth.map(|v| json!(v))),
             ("attempts", e.attempts.map(|v| json!(v))),
             ("delay_ms", e.delay.map(|d| json!(d.as_millis() as u64))),
             (

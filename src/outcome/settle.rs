@@ -352,6 +352,7 @@ fn build_report(
         }],
         smtputf8: !to.is_ascii(),
         body_hashes: Vec::new(),
+        auth: None,
     };
     let eight_bit = !wire.is_ascii();
     let head = encode_message(id, now, &envelope, eight_bit, &[&wire]);

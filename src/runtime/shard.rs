@@ -183,7 +183,7 @@ async fn serve(
         let listener = listener::bind(l.address)?;
         bound.push(listener.local_addr()?);
         accepting.push(
-            glommio::spawn_local(listener::accept_loop(listener, ctx.clone(), l.tls)).detach(),
+            glommio::spawn_local(listener::accept_loop(listener, ctx.clone(), l.clone())).detach(),
         );
     }
     let _ = ready.send(Ok(bound));

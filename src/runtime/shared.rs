@@ -11,6 +11,7 @@ use std::time::Instant;
 use crossbeam_skiplist::SkipMap;
 
 use crate::accept::limits::Admission;
+use crate::auth::Authenticator;
 use crate::config::{Config, DomainPolicy};
 use crate::dkim::{Canonicalization, Signer};
 use crate::outcome::log::DeliveryLog;
@@ -38,6 +39,8 @@ pub struct Shared {
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// Bumped on every successful reload, so shards know to rebuild their acceptors.
     tls_generation: AtomicU64,
+    /// SMTP AUTH users and failure counts, from `[auth]` (set with [`Shared::with_auth`]).
+    pub auth: Option<Authenticator>,
     limiters: SkipMap<String, Arc<RateLimit>>,
     /// Each domain's resolved policy, computed once: it is asked for per message (the
     /// transaction size) and per scheduler tick.
@@ -69,6 +72,7 @@ impl Shared {
             segments,
             log,
             dkim,
+            auth: None,
             limiters: SkipMap::new(),
             policies: SkipMap::new(),
         }
@@ -87,9 +91,9 @@ impl Shared {
         Ok(())
     }
 
-    /// What SIGHUP does: reads again the files named in the configuration (today the
-    /// `[tls]` certificate and key). A file that fails to load is logged and the running
-    /// configuration kept, so a bad edit never takes the server down.
+    /// What SIGHUP does: reads again the files named in the configuration (the `[tls]`
+    /// certificate and key, the `[auth]` users file). A file that fails to load is logged
+    /// and the running version of it kept, so a bad edit never takes the server down.
     pub fn reload(&self) {
         let started = Instant::now();
         match self.load_tls() {
@@ -98,9 +102,17 @@ impl Shared {
                 ms = started.elapsed().as_millis() as u64,
                 "SIGHUP: TLS certificate and key reloaded"
             ),
-            Ok(()) => tracing::info!("SIGHUP: nothing to reload (no [tls])"),
+            Ok(()) => {}
             Err(e) => {
                 tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate")
+            }
+        }
+        if let Some(auth) = &self.auth {
+            match auth.reload() {
+                Ok(users) => tracing::info!(users, "SIGHUP: users file reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: users file reload failed; keeping the old users")
+                }
             }
         }
     }
@@ -114,6 +126,12 @@ impl Shared {
     /// The current TLS server configuration, if `[tls]` is set.
     pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Adds the SMTP AUTH users and failure counts.
+    pub fn with_auth(mut self, auth: Authenticator) -> Shared {
+        self.auth = Some(auth);
+        self
     }
 
     /// The signers for mail from `from_domain`: those of the closest configured domain

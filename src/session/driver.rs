@@ -16,14 +16,16 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 
-use crate::config::TlsMode;
+use crate::auth::Verdict;
+use crate::config::{ListenerMode, TlsMode};
 
 use crate::dkim;
 use crate::outcome::log::LogEvent;
 use crate::queue::message::QueuedMessage;
 use crate::runtime::shard::ShardContext;
+use crate::session::auth::Login;
 use crate::session::envelope::{received_header, Envelope};
-use crate::session::state::{Event, Session};
+use crate::session::state::{AuthPolicy, Event, Session};
 use crate::smtp::reply::Reply;
 use crate::spool::record::{encode_message, MessageId};
 
@@ -112,8 +114,8 @@ async fn handshake(ctx: &ShardContext, stream: TcpStream) -> Option<Conn> {
     }
 }
 
-/// Serves one connection until it closes. `tls` is the listener's TLS mode.
-pub async fn run(tcp: TcpStream, ctx: &ShardContext, tls: TlsMode) {
+/// Serves one connection until it closes. `tls` and `mode` are the listener's.
+pub async fn run(tcp: TcpStream, ctx: &ShardContext, tls: TlsMode, mode: ListenerMode) {
     let Ok(peer) = tcp.peer_addr() else { return };
     let session_deadline = Instant::now() + ctx.timeouts.session;
     // Replies are small writes the client waits for; don't hold them back for an ACK.
@@ -133,6 +135,12 @@ pub async fn run(tcp: TcpStream, ctx: &ShardContext, tls: TlsMode) {
     }
     if ctx.shared.admission.is_exempt(peer.ip()) {
         session.exempt_from_limits();
+    }
+    if let Some(auth) = &ctx.shared.auth {
+        session.offer_auth(AuthPolicy {
+            required: mode == ListenerMode::Submission,
+            sender_match: auth.sender_match,
+        });
     }
     // When the command line being read must be complete; set when the session starts
     // waiting for one, cleared by each reply.
@@ -158,6 +166,12 @@ pub async fn run(tcp: TcpStream, ctx: &ShardContext, tls: TlsMode) {
                             Ok(id) => session.handle_stored(Ok(&id.to_string())),
                             Err(reply) => session.handle_stored(Err(reply.clone())),
                         }
+                        stored = true;
+                    }
+                    Event::Authenticate(login) => {
+                        let verdict = authenticate(ctx, peer, login).await;
+                        session.handle_auth_result(verdict);
+                        // Input that came with the AUTH waits in the buffer, as after DATA.
                         stored = true;
                     }
                     Event::StartTls => start_tls = true,
@@ -272,6 +286,33 @@ pub async fn run(tcp: TcpStream, ctx: &ShardContext, tls: TlsMode) {
     }
 }
 
+/// Checks a login against the users file on the shard's blocking thread (argon2 takes
+/// tens of milliseconds on purpose, too long for the executor), unless the client or the
+/// user is past the failure limit: then, after `auth.failure_delay`, it is refused
+/// unchecked. The password is dropped (and wiped) as soon as it is checked.
+async fn authenticate(ctx: &ShardContext, peer: SocketAddr, login: Login) -> Verdict {
+    let Some(auth) = &ctx.shared.auth else {
+        return Verdict::Rejected;
+    };
+    let Login { user, password } = login;
+    let checked_user = user.clone();
+    let verdict = auth
+        .authenticate(peer.ip(), &user, |credentials| {
+            glommio::executor()
+                .spawn_blocking(move || credentials.verify(&checked_user, password.expose()))
+        })
+        .await;
+    match verdict {
+        Verdict::Accepted => tracing::info!(client = %peer, user = %user, "authenticated"),
+        Verdict::Rejected => tracing::info!(client = %peer, user = %user, "authentication failed"),
+        Verdict::Blocked => {
+            tracing::warn!(client = %peer, user = %user, "too many failed authentications");
+            glommio::timer::sleep(auth.failure_delay).await;
+        }
+    }
+    verdict
+}
+
 /// Signs (DKIM), writes one message record and waits until it is durable. Returns its
 /// queue id, or the reply the client gets instead.
 async fn store(
@@ -342,6 +383,7 @@ async fn store(
         size: Some(size),
         host: Some(&client),
         dkim: (!signed_by.is_empty()).then_some(signed_by.as_str()),
+        auth: envelope.auth.as_deref(),
         ..LogEvent::default()
     });
     tracing::debug!(id = %id, shard = ctx.id, client = %peer, size, "received");
@@ -361,7 +403,8 @@ fn dkim_sign(
 ) -> Result<(Vec<u8>, String), Reply> {
     // Only mail from clients allowed to relay is signed: a stranger sending to one of our
     // relay.domains must not get a From header of ours signed with our key.
-    if ctx.shared.dkim.is_empty() || !ctx.may_relay(envelope.peer.ip()) {
+    let trusted = ctx.may_relay(envelope.peer.ip()) || envelope.auth.is_some();
+    if ctx.shared.dkim.is_empty() || !trusted {
         return Ok((Vec::new(), String::new()));
     }
     // The header section, up to but not including the empty line.

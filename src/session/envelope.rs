@@ -23,7 +23,8 @@ pub struct Envelope {
     pub peer: SocketAddr,
     /// The EHLO/HELO argument, as sent.
     pub helo: String,
-    /// `SMTP`, `ESMTP` or `UTF8SMTP` (RFC 3848, RFC 6531 §3.7.3): the `with` clause.
+    /// `SMTP`, `ESMTP`, `ESMTPSA`, `UTF8SMTP`… (RFC 3848, RFC 6531 §3.7.3): the `with`
+    /// clause.
     pub protocol: &'static str,
     /// The reverse-path; `None` for the null sender `<>`.
     pub sender: Option<Mailbox>,
@@ -36,6 +37,8 @@ pub struct Envelope {
     /// DKIM body hashes computed while the content streamed in, one per body
     /// canonicalization the configured signers use (empty without DKIM).
     pub body_hashes: Vec<(Canonicalization, [u8; 32])>,
+    /// The user the client authenticated as (SMTP AUTH), if it did.
+    pub auth: Option<String>,
 }
 
 /// Formats the `Received:` header for a message (RFC 5321 §4.4, RFC 5322 §3.6.7).
@@ -128,6 +131,7 @@ mod tests {
             }],
             smtputf8: false,
             body_hashes: Vec::new(),
+            auth: None,
         };
         let h = String::from_utf8(received_header(&env, "mx.example", "ID1", 0)).unwrap();
         assert_eq!(

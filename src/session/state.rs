@@ -7,7 +7,8 @@
 //! 2. [`Session::handle_input`] with whatever bytes arrived; it returns how many it used.
 //!    Bytes it did not use must be offered again, with more appended.
 //! 3. [`Session::poll_event`] until `None`. A [`Event::Message`] must be answered with
-//!    [`Session::handle_stored`] before the session consumes more input.
+//!    [`Session::handle_stored`], an [`Event::Authenticate`] with
+//!    [`Session::handle_auth_result`], before the session consumes more input.
 //! 4. [`Session::take_output`] and write it; then back to 2, or close after [`Event::Close`].
 //!
 //! Timeouts and shutdown come in through [`Session::handle_timeout`] and
@@ -23,7 +24,9 @@ use std::sync::Arc;
 
 use memchr::memchr;
 
+use crate::auth::Verdict;
 use crate::dkim::{BodyHasher, Canonicalization};
+use crate::session::auth::{self, Exchange, Login, Step};
 use crate::session::data::{BdatEncoder, BodyTap, DataScanner};
 use crate::session::envelope::{Envelope, Recipient};
 use crate::smtp::address::{parse_mailbox, AddressError, Mailbox};
@@ -66,8 +69,19 @@ pub enum Event {
     /// after the command (RFC 3207 §5, CVE-2011-0411), run the TLS handshake, then call
     /// [`Session::handle_tls_started`].
     StartTls,
+    /// Check this user name and password, then call [`Session::handle_auth_result`].
+    Authenticate(Login),
     /// Write what output is left, then close the connection.
     Close,
+}
+
+/// How a listener offers SMTP AUTH (RFC 4954); given with [`Session::offer_auth`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AuthPolicy {
+    /// AUTH before MAIL is required (a submission listener).
+    pub required: bool,
+    /// MAIL FROM must be the login name (or `<>`).
+    pub sender_match: bool,
 }
 
 /// What the next input bytes are.
@@ -86,6 +100,10 @@ enum Input {
     AwaitStore,
     /// STARTTLS was accepted; nothing more is read until the handshake is done.
     AwaitTls,
+    /// Inside an AUTH exchange: the next line is a SASL response.
+    Sasl(Exchange),
+    /// Credentials are being checked; input waits.
+    AwaitAuth,
     Closed,
 }
 
@@ -158,6 +176,11 @@ pub struct Session {
     offer_starttls: bool,
     /// The session runs over TLS (after STARTTLS, or on an implicit-TLS listener).
     tls_active: bool,
+    /// AUTH is offered (once TLS is active) on this listener, and how.
+    auth_policy: Option<AuthPolicy>,
+    /// The user being checked, then the one authenticated.
+    auth_user: Option<String>,
+    authenticated: bool,
     output: Vec<u8>,
     events: VecDeque<Event>,
     /// The per-session message and recipient limits do not apply (`limits.exempt_networks`).
@@ -184,6 +207,9 @@ impl Session {
             shutting_down: false,
             offer_starttls: false,
             tls_active: false,
+            auth_policy: None,
+            auth_user: None,
+            authenticated: false,
             output: Vec::with_capacity(512),
             events: VecDeque::new(),
             limits_exempt: false,
@@ -202,11 +228,20 @@ impl Session {
         while pos < input.len() {
             let rest = &input[pos..];
             match &mut self.input {
-                Input::Commands => match self.take_line(rest) {
+                Input::Commands | Input::Sasl(_) => match self.take_line(rest) {
                     Some((used, line)) => {
                         pos += used;
-                        if let Some(line) = line {
-                            self.handle_line(line);
+                        match line {
+                            Some(line) if matches!(self.input, Input::Sasl(_)) => {
+                                self.handle_sasl_line(line)
+                            }
+                            Some(line) => self.handle_line(line),
+                            // An over-long SASL response (already answered 500) ends the
+                            // exchange: the next line is a command again.
+                            None if matches!(self.input, Input::Sasl(_)) => {
+                                self.input = Input::Commands
+                            }
+                            None => {}
                         }
                     }
                     None => {
@@ -252,7 +287,7 @@ impl Session {
                         self.finish_chunk(size, last, keep);
                     }
                 }
-                Input::AwaitStore | Input::AwaitTls | Input::Closed => break,
+                Input::AwaitStore | Input::AwaitTls | Input::AwaitAuth | Input::Closed => break,
             }
         }
         self.close_if_stopping();
@@ -261,7 +296,7 @@ impl Session {
 
     /// While stopping, a session back at the command phase is told to go.
     fn close_if_stopping(&mut self) {
-        if self.shutting_down && matches!(self.input, Input::Commands) {
+        if self.shutting_down && matches!(self.input, Input::Commands | Input::Sasl(_)) {
             self.txn = None;
             self.close_with(replies::shutting_down());
         }
@@ -329,6 +364,39 @@ impl Session {
         self.tls_active = true;
     }
 
+    /// Offers AUTH (RFC 4954) on this session's listener; it is advertised and accepted
+    /// only once TLS is active.
+    pub fn offer_auth(&mut self, policy: AuthPolicy) {
+        self.auth_policy = Some(policy);
+    }
+
+    /// The authenticated user, if any.
+    pub fn authenticated_user(&self) -> Option<&str> {
+        self.auth_user.as_deref().filter(|_| self.authenticated)
+    }
+
+    /// The verdict on the last [`Event::Authenticate`]: 235, 535, or 454 and close when the
+    /// client or user is past the failure limit.
+    pub fn handle_auth_result(&mut self, verdict: Verdict) {
+        debug_assert!(matches!(self.input, Input::AwaitAuth));
+        self.input = Input::Commands;
+        match verdict {
+            Verdict::Accepted => {
+                self.authenticated = true;
+                self.reply(replies::auth_ok());
+            }
+            Verdict::Rejected => {
+                self.auth_user = None;
+                self.error(replies::auth_failed());
+            }
+            Verdict::Blocked => {
+                self.auth_user = None;
+                self.close_with(replies::auth_blocked());
+            }
+        }
+        self.close_if_stopping();
+    }
+
     /// The TLS handshake after STARTTLS succeeded. The session starts over, as RFC 3207 §4.2
     /// requires: the client must say EHLO again, and nothing said before counts.
     pub fn handle_tls_started(&mut self) {
@@ -355,8 +423,12 @@ impl Session {
     pub fn handle_shutdown(&mut self) {
         self.shutting_down = true;
         match self.input {
-            Input::Data(_) | Input::Chunk { .. } | Input::AwaitStore | Input::AwaitTls => {}
-            Input::Commands => self.close_if_stopping(),
+            Input::Data(_)
+            | Input::Chunk { .. }
+            | Input::AwaitStore
+            | Input::AwaitTls
+            | Input::AwaitAuth => {}
+            Input::Commands | Input::Sasl(_) => self.close_if_stopping(),
             Input::Closed => {}
         }
     }
@@ -412,9 +484,9 @@ impl Session {
             Command::Quit => self.close_with(replies::bye()),
             Command::Help => self.reply(replies::help()),
             Command::Vrfy => self.reply(replies::cannot_vrfy()),
-            // Not offered on this listener (EXPN never; STARTTLS and AUTH need TLS).
             Command::StartTls => self.starttls(),
-            Command::Expn | Command::Auth(_) => self.error(replies::not_implemented()),
+            Command::Auth(args) => self.auth(args),
+            Command::Expn => self.error(replies::not_implemented()),
         }
     }
 
@@ -441,6 +513,10 @@ impl Session {
             ]
             .into_iter()
             .chain((self.offer_starttls && !self.tls_active).then(|| "STARTTLS".into()))
+            .chain(
+                (self.auth_policy.is_some() && self.tls_active && !self.authenticated)
+                    .then(|| format!("AUTH {}", auth::MECHANISMS).into()),
+            )
             .collect(),
         ));
     }
@@ -457,12 +533,63 @@ impl Session {
         self.events.push_back(Event::StartTls);
     }
 
+    /// AUTH (RFC 4954 §4): only under TLS, once per session, outside a transaction.
+    fn auth(&mut self, args: &[u8]) {
+        if self.auth_policy.is_none() {
+            return self.error(replies::not_implemented());
+        }
+        if !self.tls_active {
+            return self.error(replies::auth_needs_tls());
+        }
+        if self.helo.is_none() {
+            return self.error(replies::bad_sequence("Send EHLO first"));
+        }
+        if self.authenticated {
+            return self.error(replies::bad_sequence("Already authenticated"));
+        }
+        if self.txn.is_some() {
+            return self.error(replies::bad_sequence(
+                "AUTH not allowed during a transaction",
+            ));
+        }
+        let step = auth::start(args);
+        self.sasl_step(step);
+    }
+
+    fn handle_sasl_line(&mut self, line: &[u8]) {
+        let Input::Sasl(exchange) = std::mem::replace(&mut self.input, Input::Commands) else {
+            unreachable!("SASL line outside an exchange");
+        };
+        self.sasl_step(auth::respond(exchange, line));
+    }
+
+    fn sasl_step(&mut self, step: Step) {
+        match step {
+            Step::Challenge(reply, exchange) => {
+                self.reply(reply);
+                self.input = Input::Sasl(exchange);
+            }
+            Step::Verify(login) => {
+                self.auth_user = Some(login.user.clone());
+                self.input = Input::AwaitAuth;
+                self.events.push_back(Event::Authenticate(login));
+            }
+            Step::Refuse(reply) => {
+                self.input = Input::Commands;
+                self.error(reply);
+            }
+        }
+    }
+
     fn mail(&mut self, path: &[u8], param_bytes: &[u8]) {
         let Some((_, extended)) = self.helo else {
             return self.error(replies::bad_sequence("Send HELO/EHLO first"));
         };
         if self.txn.is_some() {
             return self.error(replies::bad_sequence("Nested MAIL command"));
+        }
+        if self.auth_policy.is_some_and(|p| p.required) && !self.authenticated {
+            return self.error(replies::auth_required());
         }
         if !self.limits_exempt
             && (self.messages >= self.config.max_messages_per_session
@@ -509,6 +636,13 @@ impl Session {
                 Err(e) => return self.error(e.reply()),
             }
         };
+        if let (Some(user), Some(sender)) = (self.authenticated_user(), &sender) {
+            // Compared whole and case-insensitively, as Postfix's sender login maps are.
+            let owned = sender.as_str().eq_ignore_ascii_case(user);
+            if self.auth_policy.is_some_and(|p| p.sender_match) && !owned {
+                return self.error(replies::sender_not_owned());
+            }
+        }
         self.txn = Some(Transaction {
             sender,
             mail_params: String::from_utf8_lossy(param_bytes).into_owned(),
@@ -546,7 +680,8 @@ impl Session {
             Ok(m) => m,
             Err(e) => return self.error(e.reply()),
         };
-        if !self.may_relay {
+        // An authenticated client may relay to any domain, whatever its address.
+        if !self.may_relay && !self.authenticated {
             let domain = mailbox.domain().to_ascii_lowercase();
             if !self.config.relay_domains.contains(&domain) {
                 return self.error(replies::relay_denied());
@@ -670,12 +805,15 @@ impl Session {
         }
         let (helo, extended) = self.helo.clone().unwrap_or_default();
         // RFC 3848 and RFC 6531 §3.7.3: the `with` clause says ESMTP, TLS and SMTPUTF8.
-        let protocol = match (extended, txn.smtputf8, self.tls_active) {
-            (_, true, true) => "UTF8SMTPS",
-            (_, true, false) => "UTF8SMTP",
-            (true, false, true) => "ESMTPS",
-            (true, false, false) => "ESMTP",
-            (false, false, _) => "SMTP",
+        // RFC 3848 §2 adds `A` for an authenticated session (ESMTPSA, UTF8SMTPSA).
+        let protocol = match (extended, txn.smtputf8, self.tls_active, self.authenticated) {
+            (_, true, true, true) => "UTF8SMTPSA",
+            (_, true, true, false) => "UTF8SMTPS",
+            (_, true, false, _) => "UTF8SMTP",
+            (true, false, true, true) => "ESMTPSA",
+            (true, false, true, false) => "ESMTPS",
+            (true, false, false, _) => "ESMTP",
+            (false, false, _, _) => "SMTP",
         };
         let body_hashes = txn.hashes.map(|h| h.finish(&txn.body)).unwrap_or_default();
         let envelope = Envelope {
@@ -687,6 +825,7 @@ impl Session {
             mail_params: txn.mail_params,
             recipients: txn.recipients,
             smtputf8: txn.smtputf8,
+            auth: self.authenticated_user().map(str::to_owned),
         };
         self.input = Input::AwaitStore;
         self.events
@@ -746,7 +885,7 @@ fn parse_size(v: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn session(messages: u32, recipients: u32) -> Session {
+    fn limited(messages: u32, recipients: u32) -> Session {
         let config = SessionConfig {
             hostname: "mx.test".into(),
             max_message_size: 4096,
@@ -785,7 +924,7 @@ mod tests {
 
     #[test]
     fn messages_per_session_end_with_421_at_the_next_mail() {
-        let mut s = session(2, 100);
+        let mut s = limited(2, 100);
         codes(&mut s, b"");
         assert_eq!(codes(&mut s, MESSAGE), [250, 250, 354, 250]);
         // A transaction that is reset still counts: MAIL is what the limit bounds.
@@ -799,7 +938,7 @@ mod tests {
 
     #[test]
     fn recipients_per_session_span_messages() {
-        let mut s = session(100, 4);
+        let mut s = limited(100, 4);
         codes(&mut s, b"");
         let three = b"MAIL FROM:<a@x.test>\r\nRCPT TO:<1@y.test>\r\nRCPT TO:<2@y.test>\r\n\
                       RCPT TO:<3@y.test>\r\nDATA\r\nhi\r\n.\r\n";
@@ -816,7 +955,7 @@ mod tests {
 
     #[test]
     fn exempt_clients_have_no_session_limits() {
-        let mut s = session(1, 1);
+        let mut s = limited(1, 1);
         s.exempt_from_limits();
         codes(&mut s, b"");
         for _ in 0..5 {
@@ -826,7 +965,7 @@ mod tests {
 
     #[test]
     fn session_expiry_drops_the_transaction_with_421_4_4_2() {
-        let mut s = session(100, 100);
+        let mut s = limited(100, 100);
         codes(&mut s, b"");
         assert_eq!(codes(&mut s, b"MAIL FROM:<a@x.test>\r\n"), [250]);
         s.handle_session_expired();
@@ -835,5 +974,134 @@ mod tests {
         assert!(out.starts_with(b"421 4.4.2 "), "{out:?}");
         assert!(s.is_closed());
         assert!(matches!(s.poll_event(), Some(Event::Close)));
+    }
+
+    fn session(policy: AuthPolicy) -> Session {
+        let config = Arc::new(SessionConfig {
+            hostname: "mx.test".into(),
+            max_message_size: 4096,
+            max_recipients: 10,
+            max_errors: 100,
+            max_messages_per_session: 100,
+            max_recipients_per_session: 1000,
+            relay_domains: vec!["local.test".into()],
+            body_canons: Vec::new(),
+        });
+        let mut s = Session::new(config, "192.0.2.1:5000".parse().unwrap(), false);
+        s.offer_auth(policy);
+        s.set_tls_active();
+        s
+    }
+
+    /// Sends lines; returns what the session answered.
+    fn say(s: &mut Session, input: &str) -> String {
+        let used = s.handle_input(input.as_bytes());
+        assert_eq!(used, input.len(), "all input used");
+        let mut out = Vec::new();
+        s.take_output(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Sends AUTH PLAIN for `user` and answers the check with `verdict`.
+    fn login(s: &mut Session, user: &str, verdict: Verdict) -> String {
+        let ir = data_encoding::BASE64.encode(format!("\0{user}\0pw").as_bytes());
+        let out = say(s, &format!("AUTH PLAIN {ir}\r\n"));
+        assert_eq!(out, "");
+        match s.poll_event() {
+            Some(Event::Authenticate(l)) => assert_eq!(l.user, user),
+            other => panic!("no check asked for: {other:?}"),
+        }
+        s.handle_auth_result(verdict);
+        let mut out = Vec::new();
+        s.take_output(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn auth_needs_tls_and_is_advertised_only_under_it() {
+        let config = session(AuthPolicy::default()).config.clone();
+        let mut s = Session::new(config, "192.0.2.1:5000".parse().unwrap(), false);
+        s.offer_auth(AuthPolicy::default());
+        s.offer_starttls();
+        say(&mut s, "");
+        let ehlo = say(&mut s, "EHLO c\r\n");
+        assert!(!ehlo.contains("AUTH"), "{ehlo}");
+        assert!(say(&mut s, "AUTH PLAIN\r\n").starts_with("538 5.7.11"));
+        let mut s = session(AuthPolicy::default());
+        say(&mut s, "");
+        assert!(say(&mut s, "EHLO c\r\n").contains("250 AUTH PLAIN LOGIN\r\n"));
+    }
+
+    #[test]
+    fn auth_sequencing() {
+        let mut s = session(AuthPolicy::default());
+        say(&mut s, "EHLO c\r\n");
+        assert!(say(&mut s, "MAIL FROM:<a@x.test>\r\nAUTH LOGIN\r\n")
+            .ends_with("503 5.5.1 AUTH not allowed during a transaction\r\n"));
+        say(&mut s, "RSET\r\n");
+        assert!(login(&mut s, "a@x.test", Verdict::Rejected).starts_with("535 5.7.8"));
+        assert!(login(&mut s, "a@x.test", Verdict::Accepted).starts_with("235 2.7.0"));
+        assert!(say(&mut s, "AUTH LOGIN\r\n").starts_with("503 5.5.1"));
+        assert!(!say(&mut s, "EHLO c\r\n").contains("AUTH"));
+    }
+
+    #[test]
+    fn authenticated_clients_relay_and_unauthenticated_do_not() {
+        let mut s = session(AuthPolicy::default());
+        say(&mut s, "EHLO c\r\nMAIL FROM:<a@x.test>\r\n");
+        assert!(say(&mut s, "RCPT TO:<b@elsewhere.test>\r\n").starts_with("554 5.7.1"));
+        assert!(say(&mut s, "RCPT TO:<b@local.test>\r\n").starts_with("250"));
+        say(&mut s, "RSET\r\n");
+        login(&mut s, "a@x.test", Verdict::Accepted);
+        say(&mut s, "MAIL FROM:<a@x.test>\r\n");
+        assert!(say(&mut s, "RCPT TO:<b@elsewhere.test>\r\n").starts_with("250"));
+    }
+
+    #[test]
+    fn submission_needs_auth_and_sender_match_is_enforced() {
+        let policy = AuthPolicy {
+            required: true,
+            sender_match: true,
+        };
+        let mut s = session(policy);
+        say(&mut s, "EHLO c\r\n");
+        assert!(say(&mut s, "MAIL FROM:<a@x.test>\r\n").starts_with("530 5.7.0"));
+        login(&mut s, "a@x.test", Verdict::Accepted);
+        assert!(say(&mut s, "MAIL FROM:<b@x.test>\r\n").starts_with("553 5.7.1"));
+        assert!(say(&mut s, "MAIL FROM:<A@X.test>\r\n").starts_with("250"));
+        say(&mut s, "RSET\r\n");
+        assert!(say(&mut s, "MAIL FROM:<>\r\n").starts_with("250"));
+    }
+
+    #[test]
+    fn a_blocked_attempt_closes_the_session() {
+        let mut s = session(AuthPolicy::default());
+        say(&mut s, "EHLO c\r\n");
+        assert_eq!(
+            login(&mut s, "a", Verdict::Blocked),
+            "454 4.7.0 Too many failed authentications\r\n"
+        );
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn login_exchange_cancel_and_garbage() {
+        let mut s = session(AuthPolicy::default());
+        say(&mut s, "EHLO c\r\n");
+        assert_eq!(say(&mut s, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+        assert!(say(&mut s, "*\r\n").starts_with("501 5.0.0"));
+        assert_eq!(say(&mut s, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+        assert!(say(&mut s, "not base64!\r\n").starts_with("501 5.5.2"));
+        assert!(
+            say(&mut s, "NOOP\r\n").starts_with("250"),
+            "back to commands"
+        );
+        say(&mut s, "AUTH PLAIN\r\n");
+        let long = format!("{}\r\n", "A".repeat(600));
+        assert!(say(&mut s, &long).starts_with("500 5.5.2"));
+        assert!(
+            say(&mut s, "NOOP\r\n").starts_with("250"),
+            "the exchange ended"
+        );
     }
 }

@@ -238,6 +238,54 @@ pub mod replies {
             "Service shutting down, closing connection",
         )
     }
+
+    // SMTP AUTH (RFC 4954 §6, RFC 5248).
+
+    /// 235 2.7.0: the client is authenticated.
+    pub fn auth_ok() -> Reply {
+        Reply::new(235, Enhanced(2, 7, 0), "Authentication successful")
+    }
+    /// 334 with a base64 challenge (empty for PLAIN without an initial response).
+    pub fn auth_challenge(base64: &'static str) -> Reply {
+        Reply::plain(334, vec![base64.into()])
+    }
+    /// 535 5.7.8: wrong user name or password.
+    pub fn auth_failed() -> Reply {
+        Reply::new(535, Enhanced(5, 7, 8), "Authentication credentials invalid")
+    }
+    /// 538 5.7.11: AUTH before TLS.
+    pub fn auth_needs_tls() -> Reply {
+        Reply::new(
+            538,
+            Enhanced(5, 7, 11),
+            "Encryption required for requested authentication mechanism",
+        )
+    }
+    /// 530 5.7.0: MAIL on a submission listener before AUTH.
+    pub fn auth_required() -> Reply {
+        Reply::new(530, Enhanced(5, 7, 0), "Authentication required")
+    }
+    /// 504 5.5.4: a SASL mechanism we do not offer.
+    pub fn auth_unknown_mechanism() -> Reply {
+        Reply::new(504, Enhanced(5, 5, 4), "Unrecognized authentication type")
+    }
+    /// 501 5.0.0: the client cancelled the exchange with `*`.
+    pub fn auth_cancelled() -> Reply {
+        Reply::new(501, Enhanced(5, 0, 0), "Authentication cancelled")
+    }
+    /// 501 5.5.2: a response that is not base64, or not a valid SASL message.
+    pub fn auth_malformed(what: &'static str) -> Reply {
+        Reply::new(501, Enhanced(5, 5, 2), what)
+    }
+    /// 454 4.7.0: too many failures from this client or for this user; the connection
+    /// closes after it.
+    pub fn auth_blocked() -> Reply {
+        Reply::new(454, Enhanced(4, 7, 0), "Too many failed authentications")
+    }
+    /// 553 5.7.1: MAIL FROM is not the authenticated user's address.
+    pub fn sender_not_owned() -> Reply {
+        Reply::new(553, Enhanced(5, 7, 1), "Sender address not owned by user")
+    }
 }
 
 #[cfg(test)]

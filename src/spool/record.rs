@@ -375,6 +375,7 @@ pub(crate) mod tests {
                 .collect(),
             smtputf8: false,
             body_hashes: Vec::new(),
+            auth: None,
         }
     }
 

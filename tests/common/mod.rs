@@ -440,3 +440,50 @@ impl Client {
         let _ = socket2::SockRef::from(&self.writer).set_linger(Some(Duration::ZERO));
     }
 }
+
+// SMTP AUTH helpers (tests/auth.rs, tests/relay.rs).
+
+/// A self-signed certificate for mx.test and `ip` (the test's own CA).
+pub fn certificate(dir: &Path, ip: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=mx.test", "-addext"])
+        .arg(format!("subjectAltName=DNS:mx.test,IP:{ip}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// Runs `pigeon passwd USER --file FILE` with `stdin`; returns (success, stderr).
+pub fn passwd(user: &str, file: &Path, stdin: &str) -> (bool, String) {
+    let mut child = Command::new(PIGEON)
+        .args(["passwd", user, "--file"])
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pigeon passwd");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,94 @@
+//! SMTP AUTH's server-side checks: the users file ([`credentials`]) and the failure counts
+//! that stop password guessing ([`failures`]), behind one [`Authenticator`] every shard
+//! shares. The SASL exchange itself is sans-io, in `session::auth`; the session never sees
+//! this module, it asks its driver through `Event::Authenticate`.
+
+pub mod credentials;
+pub mod failures;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::config::AuthConfig;
+use credentials::{Credentials, CredentialsError};
+use failures::Failures;
+
+/// What an AUTH attempt came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The password is right.
+    Accepted,
+    /// Wrong password or unknown user.
+    Rejected,
+    /// The client address or the user is past `max_failures`: refused unchecked.
+    Blocked,
+}
+
+/// The users and the failure counts, shared by all shards.
+#[derive(Debug)]
+pub struct Authenticator {
+    users_file: PathBuf,
+    /// Swapped whole by [`Authenticator::reload`]; readers clone the `Arc` and let go.
+    credentials: RwLock<Arc<Credentials>>,
+    failures: Failures,
+    /// How long a blocked attempt waits before it is refused.
+    pub failure_delay: Duration,
+    /// MAIL FROM must be the login name.
+    pub sender_match: bool,
+}
+
+impl Authenticator {
+    /// Loads the users file named in `[auth]`.
+    pub fn load(config: &AuthConfig) -> Result<Authenticator, CredentialsError> {
+        Ok(Authenticator {
+            users_file: config.users_file.clone(),
+            credentials: RwLock::new(Arc::new(Credentials::load(&config.users_file)?)),
+            failures: Failures::new(config.max_failures, config.failure_window),
+            failure_delay: config.failure_delay,
+            sender_match: config.sender_match,
+        })
+    }
+
+    /// Reads the users file again and swaps it in; on error the old users stay. Returns
+    /// the number of users. Sessions checking a password keep the set they started with.
+    pub fn reload(&self) -> Result<usize, CredentialsError> {
+        let fresh = Arc::new(Credentials::load(&self.users_file)?);
+        let n = fresh.len();
+        *self.credentials.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(n)
+    }
+
+    /// The current users.
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.credentials
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The failure counts.
+    pub fn failures(&self) -> &Failures {
+        &self.failures
+    }
+
+    /// Checks `user`'s `password` from a client at `ip`, unless the address or the user is
+    /// past the limit. `verify` runs the (slow) argon2 check and must not block the
+    /// caller's executor: the driver hands it to a blocking thread.
+    pub async fn authenticate<F, Fut>(&self, ip: IpAddr, user: &str, verify: F) -> Verdict
+    where
+        F: FnOnce(Arc<Credentials>) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let Some(attempt) = self.failures.begin(ip, user, Instant::now()) else {
+            return Verdict::Blocked;
+        };
+        if verify(self.credentials()).await {
+            self.failures.succeeded(attempt);
+            Verdict::Accepted
+        } else {
+            Verdict::Rejected
+        }
+    }
+}
