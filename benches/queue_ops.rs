@@ -33,7 +33,7 @@ fn message() -> Arc<QueuedMessage> {
         false,
         false,
         5120,
-        1,
+        vec![0],
     ))
 }
 

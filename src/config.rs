@@ -119,6 +119,10 @@ pub struct SpoolConfig {
     pub min_free_space: ByteSize,
     /// A new segment file is started once the active one reaches this size.
     pub segment_size: ByteSize,
+    /// A deferred message whose record is older than this, in a segment no longer
+    /// written, is copied forward so that its old segment can be deleted.
+    #[serde(deserialize_with = "duration")]
+    pub compact_after: Duration,
 }
 
 impl Default for SpoolConfig {
@@ -128,6 +132,7 @@ impl Default for SpoolConfig {
             fsync: FsyncPolicy::Always,
             min_free_space: ByteSize(100 << 20),
             segment_size: ByteSize(64 << 20),
+            compact_after: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -596,6 +601,9 @@ impl Config {
         if self.spool.segment_size.0 < 1 << 20 {
             return Err(invalid("spool.segment_size", "at least 1MiB"));
         }
+        if self.spool.compact_after < Duration::from_secs(1) {
+            return Err(invalid("spool.compact_after", "at least 1s"));
+        }
         let size = self.limits.max_message_size.0;
         if !(1024..=1 << 30).contains(&size) {
             return Err(invalid("limits.max_message_size", "between 1KiB and 1GiB"));
@@ -965,6 +973,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("listener[0].tls:"), "{e}");
+    }
+
+    #[test]
+    fn compact_after_is_a_duration_of_at_least_a_second() {
+        assert_eq!(
+            parse("").unwrap().spool.compact_after,
+            Duration::from_secs(1800)
+        );
+        let c = parse("[spool]\ncompact_after = \"2h\"\n").unwrap();
+        assert_eq!(c.spool.compact_after, Duration::from_secs(7200));
+        let e = parse("[spool]\ncompact_after = \"500ms\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("spool.compact_after:"), "{e}");
+        let e = parse("[spool]\ncompact_after = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("compact_after") && e.contains("soon"), "{e}");
     }
 
     #[test]

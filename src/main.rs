@@ -236,7 +236,7 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
 
 /// Queues again everything the spool still owes: due recipients to the ready queues,
 /// deferred ones to the shards' timers (spread over the shards), and counts the segment
-/// references of live messages; segments with none are deleted.
+/// references the records hold; segments with none are deleted.
 fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(), String> {
     let replayed = replay(spool).map_err(|e| format!("replaying {}: {e}", spool.display()))?;
     let now = SystemTime::now()
@@ -244,22 +244,10 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
         .unwrap_or_default()
         .as_micros() as u64;
     let (mut messages, mut recipients, mut held) = (0usize, 0usize, 0usize);
-    // A finished message whose record is still on disk keeps its outcome records until that
-    // record's segment goes, or a later start would replay it as undelivered.
-    for m in replayed.messages.values().filter(|m| m.is_done()) {
-        shared.segments.add(m.segment, 1);
-        for s in &m.outcome_segments {
-            shared.segments.add(*s, 1);
-        }
-        shared
-            .segments
-            .release_after(m.segment, m.outcome_segments.iter().copied());
-    }
+    // The references the records hold, as in a running server; every segment is sealed
+    // below, which deletes those nothing needs any more.
+    replayed.hold(&shared.segments);
     for m in replayed.live() {
-        shared.segments.add(m.segment, 1);
-        for s in &m.outcome_segments {
-            shared.segments.add(*s, 1);
-        }
         let pending: Vec<(u32, u32, u64)> = m
             .states
             .iter()
@@ -270,6 +258,14 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
                     next_attempt_micros,
                 } => Some((i as u32, attempts, next_attempt_micros)),
                 RecipientState::Done(_) => None,
+            })
+            .collect();
+        let states = m
+            .states
+            .iter()
+            .map(|s| match *s {
+                RecipientState::Done(kind) => kind as u8,
+                RecipientState::Pending { .. } => 0,
             })
             .collect();
         let message = Arc::new(
@@ -283,16 +279,14 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
                 m.smtputf8,
                 m.eight_bit,
                 m.size,
-                pending.len(),
+                states,
             )
             .with_dsn(
                 &m.mail_params,
                 m.recipient_params.iter().map(String::as_str),
-            ),
+            )
+            .with_outcome_segments(m.held_outcomes()),
         );
-        for s in &m.outcome_segments {
-            message.add_outcome_segment(*s);
-        }
         messages += 1;
         recipients += pending.len();
         shared.enqueue(

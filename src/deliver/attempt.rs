@@ -22,6 +22,7 @@ use crate::queue::ready::DomainQueue;
 use crate::queue::retry::expired;
 use crate::runtime::shard::ShardContext;
 use crate::smtp::reply::{Enhanced, Reply};
+use crate::spool::compact::read_content;
 
 /// Holds one of the domain's connection slots; gives it back however the attempt ends.
 struct Slot(Arc<DomainQueue>);
@@ -56,7 +57,7 @@ pub async fn run(ctx: Rc<ShardContext>, queue: Arc<DomainQueue>, policy: Arc<Dom
     }
 }
 
-async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy) {
+async fn deliver(ctx: &Rc<ShardContext>, queue: &DomainQueue, policy: &DomainPolicy) {
     let Some(mut job) = take(ctx, queue).await else {
         return;
     };
@@ -111,7 +112,7 @@ async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy)
                 glommio::timer::sleep(wait).await;
             }
         }
-        let content = match ctx.reader.content(job.message.segment, job.message.offset) {
+        let content = match read_content(&ctx.reader, &job.message) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(id = %job.message.id, error = %e, "cannot read spooled content");
@@ -174,7 +175,7 @@ async fn deliver(ctx: &ShardContext, queue: &DomainQueue, policy: &DomainPolicy)
 }
 
 /// The next job of the domain that is not past its age; older ones expire on the way.
-async fn take(ctx: &ShardContext, queue: &DomainQueue) -> Option<Job> {
+async fn take(ctx: &Rc<ShardContext>, queue: &DomainQueue) -> Option<Job> {
     let max_age = ctx.shared.config.delivery.max_age;
     while let Some(job) = queue.pop() {
         if expired(job.message.received_micros, max_age, now_micros()) {
@@ -186,7 +187,13 @@ async fn take(ctx: &ShardContext, queue: &DomainQueue) -> Option<Job> {
     None
 }
 
-async fn fail(ctx: &ShardContext, job: Job, host: Option<&str>, tls: Option<&str>, reply: Reply) {
+async fn fail(
+    ctx: &Rc<ShardContext>,
+    job: Job,
+    host: Option<&str>,
+    tls: Option<&str>,
+    reply: Reply,
+) {
     let results = job.recipients.iter().map(|&i| (i, reply.clone())).collect();
     settle(ctx, job, host, tls, false, results).await;
 }

@@ -6,6 +6,7 @@
 //! (a second log line, a second delivery) rather than forgetting it: at least once, never
 //! zero. A report (DSN) is spooled in the same append as the outcomes that call for it.
 
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +20,7 @@ use crate::session::data::{unstuff, BdatEncoder};
 use crate::session::envelope::{Envelope, Recipient};
 use crate::smtp::address::parse_mailbox;
 use crate::smtp::reply::{Enhanced, Reply};
+use crate::spool::compact;
 use crate::spool::record::{encode_message, encode_outcome, MessageId, OutcomeKind, OutcomeRecord};
 use crate::spool::replay::SegmentKey;
 
@@ -42,7 +44,7 @@ struct Decided {
 /// `tls` the TLS version of that connection, if it used TLS;
 /// `next_hop_dsn` says whether it offered DSN and so took over notifications (RFC 3461).
 pub async fn settle(
-    ctx: &ShardContext,
+    ctx: &Rc<ShardContext>,
     job: Job,
     host: Option<&str>,
     tls: Option<&str>,
@@ -107,13 +109,21 @@ pub async fn settle(
         parts.push(std::mem::take(&mut r.wire));
         records += 1;
     }
+    message.outcomes_coming();
     let Ok(location) = ctx.spool.append(parts, records).await else {
         // The spool is closing: nothing was recorded, so nothing is acted on; the spool
         // still says what it said before this attempt, and a restart tries again.
+        message.outcomes_abandoned();
         return;
     };
-    for _ in 0..n {
-        message.add_outcome_segment(location.segment);
+    let finals: Vec<(u32, OutcomeKind)> = decided
+        .iter()
+        .filter(|d| d.kind.is_final())
+        .map(|d| (d.index, d.kind))
+        .collect();
+    if let Some((record, outcome_segments)) = message.record_outcomes(location.segment, n, &finals)
+    {
+        ctx.shared.segments.release_after(record, outcome_segments);
     }
     if let Some(r) = report {
         r.enqueue(
@@ -126,7 +136,6 @@ pub async fn settle(
 
     let delay = Duration::from_micros(now.saturating_sub(message.received_micros));
     let mut deferred = Vec::new();
-    let mut finals = 0;
     for d in &decided {
         let reply = d.reply.to_string();
         let event = match d.kind {
@@ -148,9 +157,8 @@ pub async fn settle(
             next_attempt_micros: (d.kind == OutcomeKind::Deferred).then_some(d.next_attempt_micros),
             ..LogEvent::default()
         });
-        match d.kind {
-            OutcomeKind::Deferred => deferred.push(d.index),
-            _ => finals += 1,
+        if d.kind == OutcomeKind::Deferred {
+            deferred.push(d.index);
         }
     }
     if let Some(&first) = deferred.first() {
@@ -168,11 +176,7 @@ pub async fn settle(
         ctx.deferred
             .borrow_mut()
             .insert(due.unwrap_or(now), domain, retry);
-    }
-    if let Some(outcome_segments) = message.finish_recipients(finals) {
-        ctx.shared
-            .segments
-            .release_after(message.segment, outcome_segments);
+        compact::after_deferral(ctx, message);
     }
 }
 
@@ -215,7 +219,7 @@ fn notices_for<'a>(
 }
 
 /// Recipients that expired without an attempt (queued past `delivery.max_age`).
-pub async fn expire(ctx: &ShardContext, job: Job) {
+pub async fn expire(ctx: &Rc<ShardContext>, job: Job) {
     let reply = Reply::new(
         451,
         Enhanced(4, 4, 7),
@@ -250,7 +254,7 @@ impl PreparedReport {
             self.smtputf8,
             self.eight_bit,
             size,
-            1,
+            vec![0],
         ));
         ctx.shared.enqueue(&message, [(0, 0)]);
         ctx.shared.log.write(&LogEvent {
@@ -278,7 +282,7 @@ fn build_report(
         return None;
     }
     let to = dsn::dsn_recipient(&message.sender)?;
-    let original = match ctx.reader.content(message.segment, message.offset) {
+    let original = match compact::read_content(&ctx.reader, message) {
         Ok(c) => unstuff(c.bytes()),
         Err(e) => {
             tracing::warn!(id = %message.id, error = %e, "cannot read the original for a report");

@@ -3,25 +3,63 @@
 //! A [`QueuedMessage`] is the envelope of one spooled message, shared (`Arc`) by every job
 //! made from it, whichever shard runs them. The content stays in the spool segment; jobs
 //! carry the record's location, never the body (STYLE.md: stages pass references).
+//!
+//! Where the record is, and what the spool holds about the message, can change while jobs
+//! run on several shards: outcomes arrive from any shard, and compaction may move the
+//! record to a newer segment (`spool::compact`). All of it sits in one small [`Place`]
+//! behind a mutex that is only ever held for a few field updates, never across an
+//! `.await`, so the moving and finishing of a message cannot interleave badly.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-
-use crossbeam::queue::SegQueue;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::smtp::dsn::{MailDsn, RcptDsn};
-use crate::spool::record::MessageId;
+use crate::spool::record::{MessageId, OutcomeKind};
 use crate::spool::replay::SegmentKey;
+
+/// Where a message's record is and what the spool holds about it.
+#[derive(Debug)]
+struct Place {
+    /// The segment holding the record (its newest copy).
+    segment: SegmentKey,
+    /// Offset of the record in that segment.
+    offset: u64,
+    /// When that copy was written, microseconds since the epoch.
+    written_micros: u64,
+    /// Segments holding outcome (and settled) records about this message that must outlive
+    /// the record, one entry per record.
+    outcome_segments: Vec<SegmentKey>,
+    /// One octet per recipient: 0 not final, else the final `OutcomeKind` (as in a settled
+    /// record).
+    states: Vec<u8>,
+    /// Recipients not yet final.
+    remaining: usize,
+    /// Attempts settling now: outcome records being appended, not yet registered.
+    settling: u32,
+    /// A copy forward is under way; whoever finishes the message leaves the release to it.
+    moving: bool,
+    /// Every recipient became final while a copy was under way.
+    finished: bool,
+}
+
+/// A copy forward that has begun: what [`QueuedMessage::begin_move`] handed over.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Move {
+    /// The segment holding the record now.
+    pub from: SegmentKey,
+    /// Offset of the record there.
+    pub offset: u64,
+    /// The outcome segments recorded so far: they go once `from` is deleted.
+    pub before: Vec<SegmentKey>,
+    /// The recipients' states as of now, for the settled record.
+    pub states: Vec<u8>,
+}
 
 /// One message waiting for delivery of some of its recipients.
 #[derive(Debug)]
 pub struct QueuedMessage {
     /// The queue id.
     pub id: MessageId,
-    /// The segment holding its record.
-    pub segment: SegmentKey,
-    /// Offset of its record in that segment.
-    pub offset: u64,
     /// When it was accepted, microseconds since the epoch.
     pub received_micros: u64,
     /// The reverse-path; empty for `<>`.
@@ -34,10 +72,8 @@ pub struct QueuedMessage {
     pub eight_bit: bool,
     /// Octets of content in wire form.
     pub size: u64,
-    /// Recipients not yet final.
-    remaining: AtomicUsize,
-    /// Segments holding outcome records about this message, one entry per record.
-    outcome_segments: SegQueue<SegmentKey>,
+    /// Where its record is; see [`Place`].
+    place: Mutex<Place>,
     /// RET and ENVID (RFC 3461).
     pub mail_dsn: MailDsn,
     /// NOTIFY and ORCPT per recipient; empty when no recipient gave any.
@@ -47,7 +83,8 @@ pub struct QueuedMessage {
 }
 
 impl QueuedMessage {
-    /// A message with `pending` recipients not yet final.
+    /// A message whose record is at `segment`/`offset`, written at `received_micros` (or
+    /// later), with one state per recipient (0: not final; see [`Place`]).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: MessageId,
@@ -59,20 +96,27 @@ impl QueuedMessage {
         smtputf8: bool,
         eight_bit: bool,
         size: u64,
-        pending: usize,
+        states: Vec<u8>,
     ) -> QueuedMessage {
         QueuedMessage {
             id,
-            segment,
-            offset,
+            place: Mutex::new(Place {
+                segment,
+                offset,
+                written_micros: received_micros,
+                outcome_segments: Vec::new(),
+                remaining: states.iter().filter(|&&s| s == 0).count(),
+                states,
+                settling: 0,
+                moving: false,
+                finished: false,
+            }),
             received_micros,
             sender,
             recipients,
             smtputf8,
             eight_bit,
             size,
-            remaining: AtomicUsize::new(pending),
-            outcome_segments: SegQueue::new(),
             mail_dsn: MailDsn::default(),
             rcpt_dsn: Vec::new(),
             delay_notified: AtomicBool::new(false),
@@ -102,28 +146,132 @@ impl QueuedMessage {
         self.rcpt_dsn.get(index as usize).unwrap_or(&NONE)
     }
 
-    /// Notes that an outcome record about this message was written to `segment`.
-    pub fn add_outcome_segment(&self, segment: SegmentKey) {
-        self.outcome_segments.push(segment);
+    /// Adds outcome records found at start: one entry per record.
+    pub fn with_outcome_segments(mut self, segments: Vec<SegmentKey>) -> QueuedMessage {
+        self.place
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .outcome_segments = segments;
+        self
     }
 
-    /// Marks `n` recipients final. When that finishes the message, returns the segments of
-    /// its outcome records (one entry per record), whose references go once its own
-    /// record's segment is deleted (see `spool::segments`); else `None`.
-    pub fn finish_recipients(&self, n: usize) -> Option<Vec<SegmentKey>> {
-        if n == 0 || self.remaining.fetch_sub(n, Ordering::AcqRel) != n {
+    fn place(&self) -> MutexGuard<'_, Place> {
+        // Nothing in the lock can panic halfway through an update, so a poisoned lock
+        // still holds a consistent place.
+        self.place.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where its record is now: segment and offset.
+    pub fn location(&self) -> (SegmentKey, u64) {
+        let p = self.place();
+        (p.segment, p.offset)
+    }
+
+    /// Notes that outcome records about this message are about to be appended; each call
+    /// is followed by [`QueuedMessage::record_outcomes`] or, if nothing was written,
+    /// [`QueuedMessage::outcomes_abandoned`]. No copy forward begins in between (see
+    /// [`QueuedMessage::begin_move`]).
+    pub fn outcomes_coming(&self) {
+        self.place().settling += 1;
+    }
+
+    /// Undoes [`QueuedMessage::outcomes_coming`] when the append failed.
+    pub fn outcomes_abandoned(&self) {
+        let mut p = self.place();
+        p.settling = p.settling.saturating_sub(1);
+    }
+
+    /// Notes `n_records` outcome records written to `segment`, of which `finals` made
+    /// recipients final. When that finishes the message, returns what to release: the
+    /// record's segment and, to go once it is deleted, the outcome segments (see
+    /// `spool::segments`). Returns `None` otherwise, and also when a copy forward is under
+    /// way: the copier releases then, once it knows where the record ended up.
+    pub fn record_outcomes(
+        &self,
+        segment: SegmentKey,
+        n_records: usize,
+        finals: &[(u32, OutcomeKind)],
+    ) -> Option<(SegmentKey, Vec<SegmentKey>)> {
+        let mut p = self.place();
+        p.settling = p.settling.saturating_sub(1);
+        p.outcome_segments
+            .extend(std::iter::repeat_n(segment, n_records));
+        let before = p.remaining;
+        for &(index, kind) in finals {
+            if let Some(state) = p.states.get_mut(index as usize) {
+                if *state == 0 && kind.is_final() {
+                    *state = kind as u8;
+                    p.remaining -= 1;
+                }
+            }
+        }
+        if before == 0 || p.remaining > 0 {
             return None;
         }
-        let mut segments = Vec::new();
-        while let Some(s) = self.outcome_segments.pop() {
-            segments.push(s);
+        if p.moving {
+            p.finished = true;
+            return None;
         }
-        Some(segments)
+        Some((p.segment, std::mem::take(&mut p.outcome_segments)))
     }
 
     /// Recipients not yet final.
     pub fn remaining(&self) -> usize {
-        self.remaining.load(Ordering::Acquire)
+        self.place().remaining
+    }
+
+    /// Begins a copy forward if the record is in a segment that `sealed` says is no longer
+    /// written, was written before `written_before` (microseconds since the epoch), and the
+    /// message is still live, not already being moved, and no attempt at it is between
+    /// appending its outcomes and registering them. The last condition means every outcome
+    /// record in the old segment (written before it was sealed) is in the snapshot of
+    /// states: none has to outlive the new copy, which would make the two segments wait
+    /// for each other.
+    pub fn begin_move(
+        &self,
+        written_before: u64,
+        sealed: impl Fn(SegmentKey) -> bool,
+    ) -> Option<Move> {
+        let mut p = self.place();
+        if p.moving
+            || p.settling > 0
+            || p.remaining == 0
+            || p.written_micros >= written_before
+            || !sealed(p.segment)
+        {
+            return None;
+        }
+        p.moving = true;
+        Some(Move {
+            from: p.segment,
+            offset: p.offset,
+            before: std::mem::take(&mut p.outcome_segments),
+            states: p.states.clone(),
+        })
+    }
+
+    /// Ends a copy forward whose record and settled record are durable at `to`/`offset`
+    /// (the settled record holding one reference on `to` until the message is finished).
+    /// If the message finished meanwhile, returns the outcome segments to release once
+    /// `to` is deleted; the caller releases `to` then.
+    pub fn moved(&self, to: SegmentKey, offset: u64, now: u64) -> Option<Vec<SegmentKey>> {
+        let mut p = self.place();
+        p.segment = to;
+        p.offset = offset;
+        p.written_micros = now;
+        p.outcome_segments.push(to);
+        p.moving = false;
+        p.finished.then(|| std::mem::take(&mut p.outcome_segments))
+    }
+
+    /// Ends a copy forward that wrote nothing: puts `before` back. If the message finished
+    /// meanwhile, returns what [`QueuedMessage::record_outcomes`] would have.
+    pub fn move_failed(&self, before: Vec<SegmentKey>) -> Option<(SegmentKey, Vec<SegmentKey>)> {
+        let mut p = self.place();
+        p.outcome_segments.extend(before);
+        p.moving = false;
+        p.finished
+            .then(|| (p.segment, std::mem::take(&mut p.outcome_segments)))
     }
 }
 
@@ -197,7 +345,7 @@ mod tests {
             false,
             false,
             100,
-            recipients.len(),
+            vec![0; recipients.len()],
         ))
     }
 
@@ -222,11 +370,94 @@ mod tests {
     #[test]
     fn finishing_the_last_recipient_returns_every_segment_once() {
         let m = message(&["a@a.test", "b@a.test"]);
-        m.add_outcome_segment(SegmentKey { shard: 1, seq: 4 });
-        assert_eq!(m.finish_recipients(1), None);
-        m.add_outcome_segment(SegmentKey { shard: 0, seq: 2 });
-        let segs = m.finish_recipients(1).unwrap();
-        assert_eq!(segs.len(), 2);
-        assert_eq!(m.finish_recipients(0), None);
+        let s1 = SegmentKey { shard: 1, seq: 4 };
+        let s2 = SegmentKey { shard: 0, seq: 2 };
+        let deferred = [(1, OutcomeKind::Deferred)];
+        assert_eq!(m.record_outcomes(s1, 1, &deferred), None);
+        assert_eq!(
+            m.record_outcomes(s1, 1, &[(0, OutcomeKind::Delivered)]),
+            None
+        );
+        // The same recipient again (cannot happen, but must not count twice).
+        assert_eq!(m.record_outcomes(s1, 0, &[(0, OutcomeKind::Bounced)]), None);
+        assert_eq!(m.remaining(), 1);
+        let (record, segs) = m
+            .record_outcomes(s2, 1, &[(1, OutcomeKind::Bounced)])
+            .unwrap();
+        assert_eq!(record, SegmentKey { shard: 0, seq: 1 });
+        assert_eq!(segs, vec![s1, s1, s2]);
+        assert_eq!(m.record_outcomes(s2, 1, &[]), None);
+    }
+
+    const OLD: SegmentKey = SegmentKey { shard: 0, seq: 1 };
+    const NEW: SegmentKey = SegmentKey { shard: 1, seq: 9 };
+    const OUT: SegmentKey = SegmentKey { shard: 1, seq: 5 };
+
+    #[test]
+    fn a_move_needs_a_sealed_old_record_of_a_live_message() {
+        let m = message(&["a@a.test", "b@b.test"]);
+        assert!(m.begin_move(0, |_| true).is_none(), "not old enough");
+        assert!(
+            m.begin_move(10, |_| false).is_none(),
+            "segment still written"
+        );
+        m.record_outcomes(OUT, 1, &[(0, OutcomeKind::Delivered)]);
+        let mv = m.begin_move(10, |s| s == OLD).unwrap();
+        assert_eq!(
+            mv,
+            Move {
+                from: OLD,
+                offset: 16,
+                before: vec![OUT],
+                states: vec![OutcomeKind::Delivered as u8, 0],
+            }
+        );
+        assert!(m.begin_move(10, |_| true).is_none(), "already moving");
+        assert_eq!(m.moved(NEW, 32, 100), None);
+        assert_eq!(m.location(), (NEW, 32));
+        // Written at 100 now: not old enough for another move before 100.
+        assert!(m.begin_move(100, |_| true).is_none());
+        let again = m.begin_move(101, |_| true).unwrap();
+        assert_eq!(again.before, vec![NEW], "the settled record's reference");
+    }
+
+    #[test]
+    fn finishing_during_a_move_leaves_the_release_to_the_mover() {
+        let m = message(&["a@a.test", "b@b.test"]);
+        let mv = m.begin_move(10, |_| true).unwrap();
+        assert!(mv.before.is_empty());
+        // The last recipients become final while the copy is being written.
+        let finals = [(0, OutcomeKind::Delivered), (1, OutcomeKind::Expired)];
+        assert_eq!(m.record_outcomes(OUT, 2, &finals), None);
+        // Outcomes registered after the snapshot stay with the new copy.
+        assert_eq!(m.moved(NEW, 32, 100), Some(vec![OUT, OUT, NEW]));
+        assert!(m.begin_move(1000, |_| true).is_none(), "finished");
+    }
+
+    #[test]
+    fn no_move_while_outcomes_are_being_written() {
+        let m = message(&["a@a.test"]);
+        m.outcomes_coming();
+        assert!(m.begin_move(10, |_| true).is_none());
+        m.outcomes_abandoned();
+        m.outcomes_coming();
+        assert!(m.begin_move(10, |_| true).is_none());
+        m.record_outcomes(OUT, 1, &[(0, OutcomeKind::Deferred)]);
+        assert!(m.begin_move(10, |_| true).is_some());
+    }
+
+    #[test]
+    fn a_failed_move_gives_everything_back() {
+        let m = message(&["a@a.test"]);
+        m.record_outcomes(OUT, 1, &[(0, OutcomeKind::Deferred)]);
+        let mv = m.begin_move(10, |_| true).unwrap();
+        assert_eq!(m.move_failed(mv.before), None);
+        assert_eq!(m.location(), (OLD, 16));
+        let mv = m.begin_move(10, |_| true).unwrap();
+        assert_eq!(
+            m.record_outcomes(NEW, 1, &[(0, OutcomeKind::Bounced)]),
+            None
+        );
+        assert_eq!(m.move_failed(mv.before), Some((OLD, vec![NEW, OUT])));
     }
 }

@@ -134,7 +134,7 @@ mod tests {
             false,
             false,
             0,
-            1,
+            vec![0],
         );
         Job {
             message: Arc::new(m),

@@ -363,7 +363,7 @@ async fn store(
         envelope.smtputf8,
         eight_bit,
         size,
-        envelope.recipients.len(),
+        vec![0; envelope.recipients.len()],
     )
     .with_dsn(
         &envelope.mail_params,

@@ -24,7 +24,7 @@ pub struct Content {
 
 impl Content {
     /// The content in wire form (CRLF, dot-stuffed, `Received:` first), without the
-    /// final `.CRLF`.
+    /// final `.CRLF`; or, from [`SegmentReader::frame`], the whole record frame.
     pub fn bytes(&self) -> &[u8] {
         &self.map.bytes()[self.start..self.end]
     }
@@ -65,6 +65,31 @@ impl SegmentReader {
                 Err(e) => return Err(io::Error::other(e.to_string())),
             };
             return Ok(Content { map, start, end });
+        }
+        Err(io::Error::other("record beyond the end of its segment"))
+    }
+
+    /// The whole frame of the message record at `offset` in `segment` (header, envelope,
+    /// content), checked against its CRC: what compaction copies verbatim.
+    pub fn frame(&self, segment: SegmentKey, offset: u64) -> io::Result<Content> {
+        let offset = offset as usize;
+        for fresh in [false, true] {
+            let map = self.map(segment, fresh)?;
+            let Some(bytes) = map.bytes().get(offset..) else {
+                continue;
+            };
+            let len = match decode(bytes) {
+                Ok((Record::Message(_), len)) => len,
+                Ok(_) => return Err(io::Error::other("not a message record")),
+                // Torn: the map predates the record's last bytes; map again.
+                Err(_) if !fresh => continue,
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            };
+            return Ok(Content {
+                map,
+                start: offset,
+                end: offset + len,
+            });
         }
         Err(io::Error::other("record beyond the end of its segment"))
     }

@@ -14,6 +14,11 @@
 //! stops at the first record that is not (a torn tail after a crash). Attacker-chosen
 //! fields (addresses, parameters, HELO) are stored length-prefixed, so no value can be
 //! mistaken for framing. `docs/architecture.md` is written from this file.
+//!
+//! Kinds: 1 Message (envelope and content), 2 Outcome (one recipient after one attempt),
+//! 3 Settled (which recipients of a message were final when its record was copied forward
+//! to a newer segment; see `spool::compact`). A copied message record is the original
+//! frame, byte for byte: same id, same CRC.
 
 use std::fmt;
 use std::str::FromStr;
@@ -40,6 +45,10 @@ pub enum RecordKind {
     /// expired) or deferred with its next attempt time. Appended before the outcome is
     /// acted on, so a restart never repeats a final outcome or forgets a deferral.
     Outcome = 2,
+    /// Written right after a copy of a message record (compaction): one byte per recipient,
+    /// 0 while not final, else the final [`OutcomeKind`]. Stands in for the outcome records
+    /// that stay behind with the old copy, so the old segment can go.
+    Settled = 3,
 }
 
 /// What a delivery attempt decided for one recipient.
@@ -62,7 +71,8 @@ impl OutcomeKind {
         self != OutcomeKind::Deferred
     }
 
-    fn from_u8(b: u8) -> Option<OutcomeKind> {
+    /// The kind with wire value `b`, if there is one.
+    pub fn from_u8(b: u8) -> Option<OutcomeKind> {
         Some(match b {
             1 => OutcomeKind::Delivered,
             2 => OutcomeKind::Bounced,
@@ -86,6 +96,17 @@ pub struct OutcomeRecord {
     pub attempts: u32,
     /// For `Deferred`: when to try next, microseconds since the epoch; else 0.
     pub next_attempt_micros: u64,
+}
+
+/// A settled record's fields: the final states of a message's recipients when it was
+/// copied forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettledRecord<'a> {
+    /// The message.
+    pub id: MessageId,
+    /// One octet per recipient, in record order: 0 not final, else an [`OutcomeKind`]
+    /// value that is final (1 to 3).
+    pub states: &'a [u8],
 }
 
 /// A queue id: time-ordered, unique across shards and restarts.
@@ -198,6 +219,21 @@ pub fn encode_outcome(o: &OutcomeRecord) -> Vec<u8> {
     p
 }
 
+/// Encodes a whole settled record frame: `id`, a u32 count, then one octet per recipient.
+pub fn encode_settled(id: MessageId, states: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(FRAME_HEADER_LEN + 20 + states.len());
+    p.extend_from_slice(&[0; 8]);
+    p.push(RecordKind::Settled as u8);
+    p.extend_from_slice(&id.to_bytes());
+    p.extend_from_slice(&(states.len() as u32).to_le_bytes());
+    p.extend_from_slice(states);
+    let len = (p.len() - 8) as u32;
+    let crc = crc32c::crc32c(&p[8..]);
+    p[..4].copy_from_slice(&len.to_le_bytes());
+    p[4..8].copy_from_slice(&crc.to_le_bytes());
+    p
+}
+
 /// A decoded record, borrowing from the segment bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Record<'a> {
@@ -205,6 +241,8 @@ pub enum Record<'a> {
     Message(MessageRecord<'a>),
     /// See [`RecordKind::Outcome`].
     Outcome(OutcomeRecord),
+    /// See [`RecordKind::Settled`].
+    Settled(SettledRecord<'a>),
 }
 
 /// A message record's fields.
@@ -277,6 +315,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), FrameError> {
     let record = match body[0] {
         k if k == RecordKind::Message as u8 => Record::Message(decode_message(&body[1..])?),
         k if k == RecordKind::Outcome as u8 => Record::Outcome(decode_outcome(&body[1..])?),
+        k if k == RecordKind::Settled as u8 => Record::Settled(decode_settled(&body[1..])?),
         _ => return Err(FrameError::Corrupt("unknown record kind")),
     };
     Ok((record, total))
@@ -333,6 +372,26 @@ fn decode_outcome(p: &[u8]) -> Result<OutcomeRecord, FrameError> {
         attempts,
         next_attempt_micros,
     })
+}
+
+fn decode_settled(p: &[u8]) -> Result<SettledRecord<'_>, FrameError> {
+    let mut r = Reader(p);
+    let id = MessageId(u128::from_le_bytes(
+        r.take(16)?.try_into().expect("16 bytes"),
+    ));
+    let n = u32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes")) as usize;
+    let states = r.take(n)?;
+    if !r.0.is_empty() {
+        return Err(FrameError::Corrupt("settled record too long"));
+    }
+    // Only final states are recorded; a deferral here would be a writer's bug or damage.
+    if states
+        .iter()
+        .any(|&b| b != 0 && !OutcomeKind::from_u8(b).is_some_and(OutcomeKind::is_final))
+    {
+        return Err(FrameError::Corrupt("unknown settled state"));
+    }
+    Ok(SettledRecord { id, states })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -434,6 +493,46 @@ pub(crate) mod tests {
         };
         let bytes = encode_outcome(&o);
         assert_eq!(decode(&bytes).unwrap(), (Record::Outcome(o), bytes.len()));
+    }
+
+    #[test]
+    fn settled_round_trips_and_rejects_damage() {
+        let id = MessageId::new(5, 1, 2);
+        let states = [0u8, 1, 2, 3, 0];
+        let bytes = encode_settled(id, &states);
+        assert_eq!(
+            decode(&bytes).unwrap(),
+            (
+                Record::Settled(SettledRecord {
+                    id,
+                    states: &states
+                }),
+                bytes.len()
+            )
+        );
+        for cut in 0..bytes.len() {
+            assert!(
+                matches!(decode(&bytes[..cut]), Err(FrameError::Torn { .. })),
+                "cut {cut}"
+            );
+        }
+        for i in 4..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(decode(&b).is_err(), "flip at {i} accepted");
+        }
+        // A deferral is not a settled state, even with a valid CRC.
+        let deferred = encode_settled(id, &[OutcomeKind::Deferred as u8]);
+        assert_eq!(
+            decode(&deferred),
+            Err(FrameError::Corrupt("unknown settled state"))
+        );
+        // A count that disagrees with the payload.
+        let mut short = encode_settled(id, &[1, 1]);
+        short[9 + 16] = 3;
+        let crc = crc32c::crc32c(&short[8..]);
+        short[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode(&short), Err(FrameError::Corrupt(_))));
     }
 
     #[test]

@@ -6,13 +6,18 @@
 //! them), so all records are read first and outcomes applied after. For one recipient, a
 //! final outcome beats a deferral, and a deferral with more attempts beats one with fewer:
 //! the order in which shards' segments are read does not matter.
+//!
+//! A message copied forward (`spool::compact`) has several identical records; it is one
+//! message with several copies. The settled record written with each copy says which
+//! recipients were final then, in place of the outcome records left with the old copy.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
-use crate::spool::record::{MessageId, OutcomeKind, OutcomeRecord, Record};
+use crate::spool::record::{MessageId, OutcomeKind, OutcomeRecord, Record, SettledRecord};
 use crate::spool::recover::{list_segments, scan, MappedSegment, SegmentFile};
+use crate::spool::segments::Segments;
 
 /// Names one segment file: the shard that wrote it and its sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -63,10 +68,12 @@ impl RecipientState {
 pub struct SpooledMessage {
     /// The queue id.
     pub id: MessageId,
-    /// The segment holding the message record.
+    /// The segment holding the message record (the last copy read, if there are several).
     pub segment: SegmentKey,
     /// Offset of the record frame in that segment.
     pub offset: u64,
+    /// Every copy of the record found, `(segment, offset)`, the one above included.
+    pub copies: Vec<(SegmentKey, u64)>,
     /// When it was accepted, microseconds since the epoch.
     pub received_micros: u64,
     /// The reverse-path; empty for `<>`.
@@ -89,7 +96,8 @@ pub struct SpooledMessage {
     pub helo: String,
     /// The MAIL parameters.
     pub mail_params: String,
-    /// Segments holding outcome records for this message, one entry per record.
+    /// Segments holding outcome and settled records for this message, one entry per
+    /// record.
     pub outcome_segments: Vec<SegmentKey>,
 }
 
@@ -97,6 +105,33 @@ impl SpooledMessage {
     /// True when every recipient is final: the message is no longer queued.
     pub fn is_done(&self) -> bool {
         self.states.iter().all(RecipientState::is_final)
+    }
+
+    /// The segments of outcome and settled records about this message that must outlive its
+    /// record, one entry per record: all but those in the segments of older copies. Those
+    /// were written before the copy away from them was made (it needs a sealed segment),
+    /// and registered before its snapshot, so a later settled record repeats every final
+    /// state in them; and as they cannot outlive their own segment, counting them would
+    /// make it and the newest copy wait for each other.
+    pub fn held_outcomes(&self) -> Vec<SegmentKey> {
+        let older = |s: &SegmentKey| *s != self.segment && self.copies.iter().any(|c| c.0 == *s);
+        self.outcome_segments
+            .iter()
+            .copied()
+            .filter(|s| !older(s))
+            .collect()
+    }
+
+    /// Applies a settled record: its final states are final here too (a final state is
+    /// never undone, so the order of records does not matter).
+    fn settle(&mut self, states: &[u8]) {
+        for (state, &b) in self.states.iter_mut().zip(states) {
+            if let Some(kind) = OutcomeKind::from_u8(b).filter(|k| k.is_final()) {
+                if !state.is_final() {
+                    *state = RecipientState::Done(kind);
+                }
+            }
+        }
     }
 }
 
@@ -114,13 +149,44 @@ impl Replay {
     pub fn live(&self) -> impl Iterator<Item = &SpooledMessage> {
         self.messages.values().filter(|m| !m.is_done())
     }
+
+    /// Takes the references on `segments` that the records hold in a running server
+    /// (`spool::segments`), so that sealing every segment afterwards deletes exactly those
+    /// with nothing needed left in them:
+    ///
+    /// - an older copy of a record holds one reference on the newest copy's segment until
+    ///   its own segment is deleted, so the newest outlives it (as after a copy forward);
+    /// - a finished message's outcome records stay until its newest copy's segment goes;
+    /// - a live message holds its record's segment and its outcome records; the caller
+    ///   queues it with [`SpooledMessage::held_outcomes`] to release later.
+    pub fn hold(&self, segments: &Segments) {
+        for m in self.messages.values() {
+            for &(segment, offset) in &m.copies {
+                if (segment, offset) == (m.segment, m.offset) {
+                    continue;
+                }
+                segments.add(segment, 1);
+                segments.add(m.segment, 1);
+                segments.release_after(segment, [m.segment]);
+            }
+            let held = m.held_outcomes();
+            segments.add(m.segment, 1);
+            for s in &held {
+                segments.add(*s, 1);
+            }
+            if m.is_done() {
+                segments.release_after(m.segment, held);
+            }
+        }
+    }
 }
 
 /// Reads every whole record of every segment and folds them into message states.
 pub fn replay(spool: &Path) -> io::Result<Replay> {
     let segments = list_segments(spool)?;
-    let mut messages = BTreeMap::new();
+    let mut messages: BTreeMap<MessageId, SpooledMessage> = BTreeMap::new();
     let mut outcomes = Vec::new();
+    let mut settled = Vec::new();
     for seg in &segments {
         let key = SegmentKey {
             shard: seg.shard,
@@ -130,6 +196,13 @@ pub fn replay(spool: &Path) -> io::Result<Replay> {
         for (offset, record) in scan(mapped.bytes()).records {
             match record {
                 Record::Message(m) => {
+                    if let Some(known) = messages.get_mut(&m.id) {
+                        // A copy: the same record, byte for byte, in a newer segment.
+                        known.copies.push((key, offset));
+                        known.segment = key;
+                        known.offset = offset;
+                        continue;
+                    }
                     let n = m.recipients.len();
                     let pending = RecipientState::Pending {
                         attempts: 0,
@@ -141,6 +214,7 @@ pub fn replay(spool: &Path) -> io::Result<Replay> {
                             id: m.id,
                             segment: key,
                             offset,
+                            copies: vec![(key, offset)],
                             received_micros: m.received_micros,
                             sender: m.sender.to_owned(),
                             recipients: m.recipients.iter().map(|(r, _)| r.to_string()).collect(),
@@ -161,7 +235,16 @@ pub fn replay(spool: &Path) -> io::Result<Replay> {
                     );
                 }
                 Record::Outcome(o) => outcomes.push((key, o)),
+                Record::Settled(SettledRecord { id, states }) => {
+                    settled.push((key, id, states.to_vec()))
+                }
             }
+        }
+    }
+    for (key, id, states) in settled {
+        if let Some(m) = messages.get_mut(&id) {
+            m.settle(&states);
+            m.outcome_segments.push(key);
         }
     }
     for (key, o) in outcomes {
@@ -179,6 +262,109 @@ pub fn replay(spool: &Path) -> io::Result<Replay> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::record::tests::envelope;
+    use crate::spool::record::{
+        decode, encode_message, encode_outcome, encode_settled, segment_header,
+    };
+    use crate::spool::recover::segment_path;
+
+    fn write_segment(spool: &Path, shard: u8, seq: u64, records: &[Vec<u8>]) -> Vec<u64> {
+        let path = segment_path(spool, shard, seq);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut bytes = segment_header(seq).to_vec();
+        let mut offsets = Vec::new();
+        for r in records {
+            offsets.push(bytes.len() as u64);
+            bytes.extend_from_slice(r);
+        }
+        std::fs::write(path, bytes).unwrap();
+        offsets
+    }
+
+    fn message_record(id: MessageId) -> Vec<u8> {
+        let mut m = encode_message(id, 7, &envelope(), false, &[b"body\r\n"]);
+        m.extend_from_slice(b"body\r\n");
+        m
+    }
+
+    fn outcome_of(id: MessageId, recipient: u32, kind: OutcomeKind, attempts: u32) -> Vec<u8> {
+        encode_outcome(&OutcomeRecord {
+            id,
+            recipient,
+            kind,
+            attempts,
+            next_attempt_micros: 0,
+        })
+    }
+
+    #[test]
+    fn a_copied_message_is_one_message_and_settled_states_are_final() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path();
+        let id = MessageId::new(1_000, 0, 1);
+        let old = SegmentKey { shard: 0, seq: 0 };
+        let new = SegmentKey { shard: 1, seq: 3 };
+        let delivered = OutcomeKind::Delivered as u8;
+        write_segment(spool, 0, 0, &[message_record(id)]);
+        // Recipient 0 delivered before the copy; the copy's settled record says so.
+        write_segment(
+            spool,
+            0,
+            1,
+            &[
+                outcome_of(id, 0, OutcomeKind::Delivered, 1),
+                outcome_of(id, 1, OutcomeKind::Deferred, 1),
+            ],
+        );
+        let at = write_segment(
+            spool,
+            1,
+            3,
+            &[message_record(id), encode_settled(id, &[delivered, 0])],
+        );
+        // A later deferral with more attempts, from after the copy.
+        write_segment(spool, 1, 4, &[outcome_of(id, 1, OutcomeKind::Deferred, 2)]);
+
+        let r = replay(spool).unwrap();
+        assert_eq!(r.messages.len(), 1);
+        let m = &r.messages[&id];
+        assert_eq!(m.copies, vec![(old, 16), (new, at[0])]);
+        assert_eq!((m.segment, m.offset), (new, at[0]));
+        assert_eq!(m.states[0], RecipientState::Done(OutcomeKind::Delivered));
+        assert_eq!(
+            m.states[1],
+            RecipientState::Pending {
+                attempts: 2,
+                next_attempt_micros: 0
+            }
+        );
+        assert_eq!(
+            m.outcome_segments.len(),
+            4,
+            "three outcomes and one settled record"
+        );
+        let location = segment_path(spool, m.segment.shard, m.segment.seq);
+        let bytes = std::fs::read(location).unwrap();
+        let Ok((Record::Message(rec), _)) = decode(&bytes[m.offset as usize..]) else {
+            panic!("location is not a message record");
+        };
+        assert_eq!(rec.id, id);
+
+        // The old copy and its outcomes gone: the settled record alone keeps recipient 0
+        // final, and a settled state beats any deferral.
+        std::fs::remove_file(segment_path(spool, 0, 0)).unwrap();
+        std::fs::remove_file(segment_path(spool, 0, 1)).unwrap();
+        write_segment(spool, 1, 5, &[outcome_of(id, 0, OutcomeKind::Deferred, 9)]);
+        let r = replay(spool).unwrap();
+        let m = &r.messages[&id];
+        assert_eq!(m.copies, vec![(new, at[0])]);
+        assert_eq!(m.states[0], RecipientState::Done(OutcomeKind::Delivered));
+        assert!(!m.is_done());
+
+        // A final outcome after the copy finishes it.
+        write_segment(spool, 1, 6, &[outcome_of(id, 1, OutcomeKind::Bounced, 3)]);
+        assert!(replay(spool).unwrap().messages[&id].is_done());
+    }
 
     fn outcome(kind: OutcomeKind, attempts: u32) -> OutcomeRecord {
         OutcomeRecord {
@@ -188,6 +374,64 @@ mod tests {
             attempts,
             next_attempt_micros: u64::from(attempts) * 10,
         }
+    }
+
+    #[test]
+    fn held_references_delete_old_copies_and_keep_what_is_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path();
+        let (live, done) = (MessageId::new(1_000, 0, 1), MessageId::new(1_000, 0, 2));
+        let delivered = OutcomeKind::Delivered as u8;
+        // Segment (0, 0): both messages, recipient 0 of each delivered.
+        write_segment(
+            spool,
+            0,
+            0,
+            &[
+                message_record(live),
+                message_record(done),
+                outcome_of(live, 0, OutcomeKind::Delivered, 1),
+                outcome_of(done, 0, OutcomeKind::Delivered, 1),
+            ],
+        );
+        // Segment (1, 0): both copied forward.
+        write_segment(
+            spool,
+            1,
+            0,
+            &[
+                message_record(live),
+                encode_settled(live, &[delivered, 0]),
+                message_record(done),
+                encode_settled(done, &[delivered, 0]),
+            ],
+        );
+        // Segment (1, 1): the last recipient of `done` bounced, `live`'s deferred.
+        write_segment(
+            spool,
+            1,
+            1,
+            &[
+                outcome_of(done, 1, OutcomeKind::Bounced, 2),
+                outcome_of(live, 1, OutcomeKind::Deferred, 2),
+            ],
+        );
+        let r = replay(spool).unwrap();
+        assert_eq!(r.live().count(), 1);
+        let segments = Segments::new(spool.to_owned());
+        r.hold(&segments);
+        for s in &r.segments {
+            segments.seal(SegmentKey {
+                shard: s.shard,
+                seq: s.seq,
+            });
+        }
+        assert!(!segment_path(spool, 0, 0).exists(), "old copies kept");
+        assert!(segment_path(spool, 1, 0).exists() && segment_path(spool, 1, 1).exists());
+        // What is left replays to the same states.
+        let again = replay(spool).unwrap();
+        assert_eq!(again.messages[&live].states, r.messages[&live].states);
+        assert!(again.messages[&done].is_done());
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! too, or a restart would deliver it again. A segment file is deleted when it has no
 //! references left and is sealed (no longer appended to).
 //!
+//! A message deferred for long is copied forward (`spool::compact`): the copy's segment
+//! takes an extra reference that is dropped only once the old copy's segment is deleted,
+//! so every chain of `release_after` runs old copy, new copy, outcome records.
+//!
 //! Shared by all shards without a lock: a lock-free map of atomic counters.
 
 use std::path::PathBuf;
@@ -102,6 +106,13 @@ impl Segments {
         if c.refs.load(Ordering::Acquire) <= 0 {
             self.delete(key, &c);
         }
+    }
+
+    /// True once a segment is no longer appended to (or already deleted).
+    pub fn is_sealed(&self, key: SegmentKey) -> bool {
+        self.counts
+            .get(&key)
+            .is_none_or(|e| e.value().sealed.load(Ordering::Acquire))
     }
 
     /// References a segment holds now.

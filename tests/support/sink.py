@@ -6,6 +6,7 @@ Usage: sink.py OUTDIR ADDR=BEHAVIOUR [ADDR=BEHAVIOUR ...]
 Each ADDR is ip:port. BEHAVIOUR is one of
   accept          250 for everything
   tempfail-once   451 4.3.0 to the first RCPT of each recipient, 250 afterwards
+  tempfail        451 4.3.0 to every RCPT
   reject          550 5.1.1 to every RCPT
   greet-421       a 421 greeting, then close (a busy server)
 followed by options, each ",KEY=VALUE":
@@ -67,6 +68,8 @@ class Handler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.behaviour == "reject":
             return "550 5.1.1 <{}>: Recipient address rejected: User unknown".format(address)
+        if self.behaviour == "tempfail":
+            return "451 4.3.0 <{}>: Try again later".format(address)
         if self.behaviour == "tempfail-once" and address not in self.seen:
             self.seen.add(address)
             return "451 4.3.0 <{}>: Try again later".format(address)
