@@ -104,39 +104,44 @@ s.quit()
 fn commands_pipelined_after_starttls_are_discarded() {
     const IP: &str = "127.0.0.151";
     let (mut pigeon, ca) = pigeon_with_tls(IP);
-    // HELP is pipelined after STARTTLS in the same write. Had it been kept, its 214 would be
-    // the first thing to arrive over TLS; the first reply must be to the EHLO sent over TLS.
+    // RSET (the issue's case) and HELP are each pipelined after STARTTLS in the same write.
+    // Had one been kept, its reply (`250 2.0.0`, `214`) would be the first thing to arrive
+    // over TLS; the first reply must be the multi-line one to the EHLO sent over TLS. Had
+    // a second plain-text reply been sent, the handshake would read it as a TLS record and
+    // fail: so a handshake that succeeds shows exactly one plain reply.
     let out = python(
         r#"
 import socket, ssl, sys
 ip, ca = sys.argv[1], sys.argv[2]
-sock = socket.create_connection((ip, 2587), timeout=10)
-def line():
-    data = b""
-    while not data.endswith(b"\r\n"):
-        data += sock.recv(1)
-    return data
-def reply():
-    lines = [line()]
-    while lines[-1][3:4] == b"-":
-        lines.append(line())
-    return lines
-assert reply()[0].startswith(b"220")
-sock.sendall(b"EHLO c\r\n")
-assert reply()[-1].startswith(b"250")
-sock.sendall(b"STARTTLS\r\nHELP\r\n")
-assert reply()[0].startswith(b"220 2.0.0"), "one plain reply"
-sock = ssl.create_default_context(cafile=ca).wrap_socket(sock, server_hostname="mx.test")
-sock.sendall(b"EHLO c\r\n")
-first = reply()
-print(first[0][:3].decode())
+for pipelined in (b"RSET", b"HELP"):
+    sock = socket.create_connection((ip, 2587), timeout=10)
+    def line():
+        data = b""
+        while not data.endswith(b"\r\n"):
+            data += sock.recv(1)
+        return data
+    def reply():
+        lines = [line()]
+        while lines[-1][3:4] == b"-":
+            lines.append(line())
+        return lines
+    assert reply()[0].startswith(b"220")
+    sock.sendall(b"EHLO c\r\n")
+    assert reply()[-1].startswith(b"250")
+    sock.sendall(b"STARTTLS\r\n" + pipelined + b"\r\n")
+    assert reply()[0].startswith(b"220 2.0.0"), "one plain reply"
+    sock = ssl.create_default_context(cafile=ca).wrap_socket(sock, server_hostname="mx.test")
+    sock.sendall(b"EHLO c\r\n")
+    first = reply()
+    print(pipelined.decode(), first[0][:4].decode())
+    sock.close()
 "#,
         &[IP, &ca],
     );
     assert_eq!(
         out.trim(),
-        "250",
-        "the pipelined HELP was executed after the handshake"
+        "RSET 250-\nHELP 250-",
+        "a command pipelined after STARTTLS was executed after the handshake"
     );
     let mut c = Client::greeted(format!("{IP}:2587").parse().unwrap());
     assert_eq!(c.cmd("EHLO c").code, 250);

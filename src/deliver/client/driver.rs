@@ -13,7 +13,7 @@ use glommio::net::TcpStream;
 
 use crate::config::TlsPolicy;
 use crate::deliver::client::state::{Client, ClientConfig, ClientEvent, Envelope, StartTls};
-use crate::deliver::client::tls::{server_name, TlsClients};
+use crate::deliver::client::tls::{server_name, version_name, TlsClients};
 use crate::smtp::reply::{Enhanced, Reply};
 
 /// RFC 5321 does not give a connect timeout; 30 s is Postfix's `smtp_connect_timeout`.
@@ -238,11 +238,7 @@ impl Connection {
         match future::or(handshake, timeout).await {
             Ok(tls) => {
                 let (_, session) = tls.get_ref();
-                let version = match session.protocol_version() {
-                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-                    _ => "TLS",
-                };
+                let version = version_name(session);
                 let cipher = session
                     .negotiated_cipher_suite()
                     .map(|c| format!("{:?}", c.suite()))

@@ -110,6 +110,15 @@ fn system_roots() -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
+/// The protocol version of an established session, as logs spell it (`TLSv1.3`).
+pub fn version_name(session: &rustls::CommonState) -> &'static str {
+    match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLS",
+    }
+}
+
 /// The name to ask for (SNI) and, under `verify`, to check: the MX or route host; for an
 /// IP address (a route or an address literal, RFC 5321 §4.1.3) the address, which only a
 /// certificate with that IP in its SAN matches.
