@@ -16,7 +16,7 @@ use pigeon::runtime::shared::Shared;
 use pigeon::runtime::shutdown::{spawn_signal_thread, StopFlag};
 use pigeon::spool::inspect::{describe, message_content, queued_messages, short_age};
 use pigeon::spool::record::MessageId;
-use pigeon::spool::recover::repair;
+use pigeon::spool::recover::{kill_records, repair};
 use pigeon::spool::replay::{replay, RecipientState, SegmentKey};
 use pigeon::spool::segments::Segments;
 
@@ -244,8 +244,11 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
         .unwrap_or_default()
         .as_micros() as u64;
     let (mut messages, mut recipients, mut held) = (0usize, 0usize, 0usize);
-    // The references the records hold, as in a running server; every segment is sealed
-    // below, which deletes those nothing needs any more.
+    // Finished messages whose kill was cut short, and copies a copy forward left behind,
+    // are killed now, durably, before any reference is counted: every segment is sealed
+    // below, which deletes those with nothing live in them.
+    let stale = replayed.stale_records();
+    kill_records(spool, &stale).map_err(|e| format!("killing finished records: {e}"))?;
     replayed.hold(&shared.segments);
     for m in replayed.live() {
         let pending: Vec<(u32, u32, u64)> = m
@@ -285,7 +288,7 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
                 &m.mail_params,
                 m.recipient_params.iter().map(String::as_str),
             )
-            .with_outcome_segments(m.held_outcomes()),
+            .with_held(m.held()),
         );
         messages += 1;
         recipients += pending.len();

@@ -183,3 +183,51 @@ fn a_long_deferred_message_is_copied_forward_and_old_segments_go() {
     assert!(pigeon.stop().success());
     assert!(pigeon.queued_ids().is_empty(), "{}", pigeon.queue_list());
 }
+
+/// Two shards deliver each other's messages, so each segment holds outcomes about
+/// messages in the other shard's segments. Once everything is delivered, the spool must
+/// drain to nothing: a finished message's record is killed in place, so no segment waits
+/// for another (before that, two such segments waited for each other forever, across
+/// restarts).
+#[test]
+fn a_drained_spool_of_two_shards_shrinks_to_nothing() {
+    const ACCEPT2: &str = "127.0.6.5:2600";
+    let accept = Sink::start(&[(addr(ACCEPT2), "accept")]);
+    let mut pigeon = Pigeon::start_with_shards(
+        "127.0.6.4",
+        2,
+        "segment_size = \"1MiB\"",
+        &format!("[domain.default]\nroute = [\"{ACCEPT2}\"]\n"),
+    );
+    let spool = pigeon.spool();
+    // Four connections at once, spread over both shards by the kernel: about 6 MiB.
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let senders: Vec<_> = (0..4)
+            .map(|i| {
+                let pigeon = &pigeon;
+                s.spawn(move || send(pigeon, &[&format!("r{i}@x.test")], 30, 50_000))
+            })
+            .collect();
+        senders
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(ids.len(), 120);
+    wait_until(Duration::from_secs(60), "every delivery", || {
+        accept.transactions().len() >= 120
+    });
+    wait_until(Duration::from_secs(30), "the spool to drain", || {
+        segments(&spool).is_empty()
+    });
+    assert!(pigeon.stop().success());
+    pigeon.restart();
+    assert!(pigeon.stop().success());
+    assert!(segments(&spool).is_empty(), "{:?}", segments(&spool));
+    assert!(pigeon.queued_ids().is_empty(), "{}", pigeon.queue_list());
+    assert_eq!(
+        accept.transactions().len(),
+        120,
+        "something was delivered twice"
+    );
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::outcome::dsn::{self, Action, RecipientReport, Report};
 use crate::outcome::log::LogEvent;
-use crate::queue::message::{domain_of, Job, QueuedMessage};
+use crate::queue::message::{domain_of, Finish, Job, QueuedMessage};
 use crate::queue::retry::{backoff, expired};
 use crate::runtime::shard::ShardContext;
 use crate::session::data::{unstuff, BdatEncoder};
@@ -86,45 +86,51 @@ pub async fn settle(
         })
         .collect();
     let notices = notices_for(message, &decided, next_hop_dsn, now, delivery);
-    let mut parts: Vec<Vec<u8>> = decided
-        .iter()
-        .map(|d| {
-            encode_outcome(&OutcomeRecord {
-                id: message.id,
-                recipient: d.index,
-                kind: d.kind,
-                attempts,
-                next_attempt_micros: d.next_attempt_micros,
-            })
-        })
-        .collect();
-    let n = parts.len();
-    let outcomes_len: usize = parts.iter().map(Vec::len).sum();
-    // The report is spooled in the same append as the outcomes that call for it: both are
-    // durable or neither is, so a crash can repeat a report but never lose one.
-    let mut report = build_report(ctx, message, &notices, host, now);
-    let mut records = n as u32;
-    if let Some(r) = report.as_mut() {
-        parts.push(std::mem::take(&mut r.head));
-        parts.push(std::mem::take(&mut r.wire));
-        records += 1;
-    }
-    message.outcomes_coming();
-    let Ok(location) = ctx.spool.append(parts, records).await else {
-        // The spool is closing: nothing was recorded, so nothing is acted on; the spool
-        // still says what it said before this attempt, and a restart tries again.
-        message.outcomes_abandoned();
-        return;
-    };
     let finals: Vec<(u32, OutcomeKind)> = decided
         .iter()
         .filter(|d| d.kind.is_final())
         .map(|d| (d.index, d.kind))
         .collect();
-    if let Some((record, outcome_segments)) = message.record_outcomes(location.segment, n, &finals)
-    {
-        ctx.shared.segments.release_after(record, outcome_segments);
+    let final_indices: Vec<u32> = finals.iter().map(|f| f.0).collect();
+    // The report reads the original from the record, so it is built before anything else.
+    let mut report = build_report(ctx, message, &notices, host, now);
+    // When these outcomes end the message, its record is killed in the same append instead
+    // of writing them: a dead record replays as nothing, so nothing else is needed.
+    let kill = message.outcomes_coming(&final_indices);
+    let mut parts: Vec<Vec<u8>> = if kill.is_some() {
+        Vec::new()
+    } else {
+        decided
+            .iter()
+            .map(|d| {
+                encode_outcome(&OutcomeRecord {
+                    id: message.id,
+                    recipient: d.index,
+                    kind: d.kind,
+                    attempts,
+                    next_attempt_micros: d.next_attempt_micros,
+                })
+            })
+            .collect()
+    };
+    let n = parts.len() as u32;
+    let outcomes_len: usize = parts.iter().map(Vec::len).sum();
+    // The report is spooled in the same append as the outcomes that call for it: both are
+    // durable or neither is, so a crash can repeat a report but never lose one.
+    let mut records = n;
+    if let Some(r) = report.as_mut() {
+        parts.push(std::mem::take(&mut r.head));
+        parts.push(std::mem::take(&mut r.wire));
+        records += 1;
     }
+    let kills = kill.into_iter().collect();
+    let Ok(location) = ctx.spool.append_and_kill(parts, records, kills).await else {
+        // The spool is closing: nothing was recorded, so nothing is acted on; the spool
+        // still says what it said before this attempt, and a restart tries again.
+        message.outcomes_abandoned();
+        return;
+    };
+    let finished = message.record_outcomes(location.segment, n, &finals, kill.is_some());
     if let Some(r) = report {
         r.enqueue(
             ctx,
@@ -178,6 +184,23 @@ pub async fn settle(
             .insert(due.unwrap_or(now), domain, retry);
         compact::after_deferral(ctx, message);
     }
+    if let Some(f) = finished {
+        finish(ctx, f).await;
+    }
+}
+
+/// Carries out a [`Finish`]: kills the message's record in place if that is not done
+/// yet, and once the kill is durable releases the references of the record and of the
+/// outcome records about it, so their segments can go (`spool::segments`). If the spool
+/// is closing, nothing is released: the next start finds the message finished and kills
+/// its record then.
+pub async fn finish(ctx: &ShardContext, finish: Finish) {
+    if !finish.killed && ctx.spool.kill(vec![finish.record]).await.is_err() {
+        return;
+    }
+    let segments = &ctx.shared.segments;
+    segments.release(finish.record.segment, 1);
+    segments.release_all(finish.held);
 }
 
 /// Which recipients get a notice, and which: failures unless NOTIFY says otherwise,

@@ -14,8 +14,24 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::smtp::dsn::{MailDsn, RcptDsn};
+use crate::spool::commit::Location;
 use crate::spool::record::{MessageId, OutcomeKind};
 use crate::spool::replay::SegmentKey;
+use crate::spool::segments::hold;
+pub use crate::spool::segments::Held;
+
+/// What finishing a message leaves to do, in this order: kill its record in place (unless
+/// `killed`: the kill went with the last outcomes), then release the record's reference
+/// and the `held` ones (see `spool::segments`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Finish {
+    /// Where the record is.
+    pub record: Location,
+    /// Whether it is already killed.
+    pub killed: bool,
+    /// The references of the message's outcome and settled records.
+    pub held: Held,
+}
 
 /// Where a message's record is and what the spool holds about it.
 #[derive(Debug)]
@@ -26,20 +42,39 @@ struct Place {
     offset: u64,
     /// When that copy was written, microseconds since the epoch.
     written_micros: u64,
-    /// Segments holding outcome (and settled) records about this message that must outlive
-    /// the record, one entry per record.
-    outcome_segments: Vec<SegmentKey>,
+    /// The references of outcome (and settled) records about this message.
+    held: Held,
     /// One octet per recipient: 0 not final, else the final `OutcomeKind` (as in a settled
     /// record).
     states: Vec<u8>,
     /// Recipients not yet final.
     remaining: usize,
-    /// Attempts settling now: outcome records being appended, not yet registered.
+    /// Attempts settling now: between [`QueuedMessage::outcomes_coming`] and
+    /// [`QueuedMessage::record_outcomes`]. No copy forward begins meanwhile, so the record
+    /// stays where a settle that kills it expects it.
     settling: u32,
-    /// A copy forward is under way; whoever finishes the message leaves the release to it.
+    /// A copy forward is under way; whoever finishes the message leaves the finish to it.
     moving: bool,
     /// Every recipient became final while a copy was under way.
     finished: bool,
+}
+
+impl Place {
+    fn location(&self) -> Location {
+        Location {
+            segment: self.segment,
+            offset: self.offset,
+        }
+    }
+
+    /// The finish for whoever learns that the message is complete.
+    fn finish(&mut self) -> Finish {
+        Finish {
+            record: self.location(),
+            killed: false,
+            held: std::mem::take(&mut self.held),
+        }
+    }
 }
 
 /// A copy forward that has begun: what [`QueuedMessage::begin_move`] handed over.
@@ -49,8 +84,9 @@ pub struct Move {
     pub from: SegmentKey,
     /// Offset of the record there.
     pub offset: u64,
-    /// The outcome segments recorded so far: they go once `from` is deleted.
-    pub before: Vec<SegmentKey>,
+    /// The references of the outcome records so far: they go once the old copy is killed
+    /// (the settled record in the new copy stands in for them).
+    pub before: Held,
     /// The recipients' states as of now, for the settled record.
     pub states: Vec<u8>,
 }
@@ -104,7 +140,7 @@ impl QueuedMessage {
                 segment,
                 offset,
                 written_micros: received_micros,
-                outcome_segments: Vec::new(),
+                held: Vec::new(),
                 remaining: states.iter().filter(|&&s| s == 0).count(),
                 states,
                 settling: 0,
@@ -146,12 +182,9 @@ impl QueuedMessage {
         self.rcpt_dsn.get(index as usize).unwrap_or(&NONE)
     }
 
-    /// Adds outcome records found at start: one entry per record.
-    pub fn with_outcome_segments(mut self, segments: Vec<SegmentKey>) -> QueuedMessage {
-        self.place
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .outcome_segments = segments;
+    /// Adds the references of outcome records found at start (see [`Held`]).
+    pub fn with_held(mut self, held: Held) -> QueuedMessage {
+        self.place.get_mut().unwrap_or_else(|e| e.into_inner()).held = held;
         self
     }
 
@@ -167,12 +200,20 @@ impl QueuedMessage {
         (p.segment, p.offset)
     }
 
-    /// Notes that outcome records about this message are about to be appended; each call
-    /// is followed by [`QueuedMessage::record_outcomes`] or, if nothing was written,
-    /// [`QueuedMessage::outcomes_abandoned`]. No copy forward begins in between (see
-    /// [`QueuedMessage::begin_move`]).
-    pub fn outcomes_coming(&self) {
-        self.place().settling += 1;
+    /// Notes that outcome records about this message are about to be appended, making the
+    /// recipients `finals` final; each call is followed by
+    /// [`QueuedMessage::record_outcomes`] or, if nothing was written,
+    /// [`QueuedMessage::outcomes_abandoned`]. When those are all the recipients left (and
+    /// no copy is under way), returns the record's location: the settle kills it in the
+    /// same append, and writes no outcome records for them at all.
+    pub fn outcomes_coming(&self, finals: &[u32]) -> Option<Location> {
+        let mut p = self.place();
+        p.settling += 1;
+        let ending = finals
+            .iter()
+            .filter(|&&i| p.states.get(i as usize) == Some(&0))
+            .count();
+        (!p.moving && p.remaining > 0 && ending == p.remaining).then(|| p.location())
     }
 
     /// Undoes [`QueuedMessage::outcomes_coming`] when the append failed.
@@ -182,20 +223,21 @@ impl QueuedMessage {
     }
 
     /// Notes `n_records` outcome records written to `segment`, of which `finals` made
-    /// recipients final. When that finishes the message, returns what to release: the
-    /// record's segment and, to go once it is deleted, the outcome segments (see
-    /// `spool::segments`). Returns `None` otherwise, and also when a copy forward is under
-    /// way: the copier releases then, once it knows where the record ended up.
+    /// recipients final, and whether the record was `killed` with them (as
+    /// [`QueuedMessage::outcomes_coming`] proposed). When that finishes the message,
+    /// returns the [`Finish`] to carry out. Returns `None` otherwise, and also when a copy
+    /// forward is under way: the copier finishes then, once it knows where the record
+    /// ended up.
     pub fn record_outcomes(
         &self,
         segment: SegmentKey,
-        n_records: usize,
+        n_records: u32,
         finals: &[(u32, OutcomeKind)],
-    ) -> Option<(SegmentKey, Vec<SegmentKey>)> {
+        killed: bool,
+    ) -> Option<Finish> {
         let mut p = self.place();
         p.settling = p.settling.saturating_sub(1);
-        p.outcome_segments
-            .extend(std::iter::repeat_n(segment, n_records));
+        hold(&mut p.held, segment, n_records);
         let before = p.remaining;
         for &(index, kind) in finals {
             if let Some(state) = p.states.get_mut(index as usize) {
@@ -212,7 +254,9 @@ impl QueuedMessage {
             p.finished = true;
             return None;
         }
-        Some((p.segment, std::mem::take(&mut p.outcome_segments)))
+        let mut finish = p.finish();
+        finish.killed = killed;
+        Some(finish)
     }
 
     /// Recipients not yet final.
@@ -223,10 +267,8 @@ impl QueuedMessage {
     /// Begins a copy forward if the record is in a segment that `sealed` says is no longer
     /// written, was written before `written_before` (microseconds since the epoch), and the
     /// message is still live, not already being moved, and no attempt at it is between
-    /// appending its outcomes and registering them. The last condition means every outcome
-    /// record in the old segment (written before it was sealed) is in the snapshot of
-    /// states: none has to outlive the new copy, which would make the two segments wait
-    /// for each other.
+    /// announcing its outcomes and registering them (so every outcome record written so
+    /// far is in the snapshot of states, and the record is where that settle expects it).
     pub fn begin_move(
         &self,
         written_before: u64,
@@ -245,33 +287,39 @@ impl QueuedMessage {
         Some(Move {
             from: p.segment,
             offset: p.offset,
-            before: std::mem::take(&mut p.outcome_segments),
+            before: std::mem::take(&mut p.held),
             states: p.states.clone(),
         })
     }
 
-    /// Ends a copy forward whose record and settled record are durable at `to`/`offset`
-    /// (the settled record holding one reference on `to` until the message is finished).
-    /// If the message finished meanwhile, returns the outcome segments to release once
-    /// `to` is deleted; the caller releases `to` then.
-    pub fn moved(&self, to: SegmentKey, offset: u64, now: u64) -> Option<Vec<SegmentKey>> {
+    /// The new copy (record, then settled record) is durable at `to`/`offset`: readers go
+    /// there from now on, and the settled record's reference on `to` is held until the
+    /// message is finished. The move is still under way until [`QueuedMessage::moved`].
+    pub fn relocate(&self, to: SegmentKey, offset: u64, now: u64) {
         let mut p = self.place();
         p.segment = to;
         p.offset = offset;
         p.written_micros = now;
-        p.outcome_segments.push(to);
+        hold(&mut p.held, to, 1);
+    }
+
+    /// Ends a copy forward (the old copy killed, or not, as it may). If the message
+    /// finished meanwhile, returns the [`Finish`] for its new copy.
+    pub fn moved(&self) -> Option<Finish> {
+        let mut p = self.place();
         p.moving = false;
-        p.finished.then(|| std::mem::take(&mut p.outcome_segments))
+        p.finished.then(|| p.finish())
     }
 
     /// Ends a copy forward that wrote nothing: puts `before` back. If the message finished
-    /// meanwhile, returns what [`QueuedMessage::record_outcomes`] would have.
-    pub fn move_failed(&self, before: Vec<SegmentKey>) -> Option<(SegmentKey, Vec<SegmentKey>)> {
+    /// meanwhile, returns the [`Finish`] [`QueuedMessage::record_outcomes`] would have.
+    pub fn move_failed(&self, before: Held) -> Option<Finish> {
         let mut p = self.place();
-        p.outcome_segments.extend(before);
+        for (segment, n) in before {
+            hold(&mut p.held, segment, n);
+        }
         p.moving = false;
-        p.finished
-            .then(|| (p.segment, std::mem::take(&mut p.outcome_segments)))
+        p.finished.then(|| p.finish())
     }
 }
 
@@ -368,25 +416,60 @@ mod tests {
     }
 
     #[test]
-    fn finishing_the_last_recipient_returns_every_segment_once() {
+    fn finishing_the_last_recipient_returns_every_reference_once() {
         let m = message(&["a@a.test", "b@a.test"]);
         let s1 = SegmentKey { shard: 1, seq: 4 };
         let s2 = SegmentKey { shard: 0, seq: 2 };
         let deferred = [(1, OutcomeKind::Deferred)];
-        assert_eq!(m.record_outcomes(s1, 1, &deferred), None);
+        assert_eq!(m.outcomes_coming(&[]), None);
+        assert_eq!(m.record_outcomes(s1, 1, &deferred, false), None);
+        assert_eq!(m.outcomes_coming(&[0]), None, "one of two recipients");
         assert_eq!(
-            m.record_outcomes(s1, 1, &[(0, OutcomeKind::Delivered)]),
+            m.record_outcomes(s1, 1, &[(0, OutcomeKind::Delivered)], false),
             None
         );
         // The same recipient again (cannot happen, but must not count twice).
-        assert_eq!(m.record_outcomes(s1, 0, &[(0, OutcomeKind::Bounced)]), None);
+        assert_eq!(
+            m.record_outcomes(s1, 0, &[(0, OutcomeKind::Bounced)], false),
+            None
+        );
         assert_eq!(m.remaining(), 1);
-        let (record, segs) = m
-            .record_outcomes(s2, 1, &[(1, OutcomeKind::Bounced)])
+        let finish = m
+            .record_outcomes(s2, 1, &[(1, OutcomeKind::Bounced)], false)
             .unwrap();
-        assert_eq!(record, SegmentKey { shard: 0, seq: 1 });
-        assert_eq!(segs, vec![s1, s1, s2]);
-        assert_eq!(m.record_outcomes(s2, 1, &[]), None);
+        assert_eq!(
+            finish,
+            Finish {
+                record: Location {
+                    segment: SegmentKey { shard: 0, seq: 1 },
+                    offset: 16
+                },
+                killed: false,
+                held: vec![(s1, 2), (s2, 1)],
+            }
+        );
+        assert_eq!(m.record_outcomes(s2, 1, &[], false), None);
+    }
+
+    #[test]
+    fn the_settle_that_ends_a_message_kills_its_record_in_the_same_append() {
+        let m = message(&["a@a.test", "b@b.test"]);
+        let record = Location {
+            segment: OLD,
+            offset: 16,
+        };
+        assert_eq!(m.outcomes_coming(&[0, 1]), Some(record));
+        assert!(m.begin_move(1000, |_| true).is_none(), "settling");
+        let finish = m
+            .record_outcomes(
+                OUT,
+                0,
+                &[(0, OutcomeKind::Delivered), (1, OutcomeKind::Bounced)],
+                true,
+            )
+            .unwrap();
+        assert!(finish.killed && finish.held.is_empty());
+        assert_eq!(finish.record, record);
     }
 
     const OLD: SegmentKey = SegmentKey { shard: 0, seq: 1 };
@@ -401,63 +484,91 @@ mod tests {
             m.begin_move(10, |_| false).is_none(),
             "segment still written"
         );
-        m.record_outcomes(OUT, 1, &[(0, OutcomeKind::Delivered)]);
+        m.outcomes_coming(&[0]);
+        m.record_outcomes(OUT, 1, &[(0, OutcomeKind::Delivered)], false);
         let mv = m.begin_move(10, |s| s == OLD).unwrap();
         assert_eq!(
             mv,
             Move {
                 from: OLD,
                 offset: 16,
-                before: vec![OUT],
+                before: vec![(OUT, 1)],
                 states: vec![OutcomeKind::Delivered as u8, 0],
             }
         );
         assert!(m.begin_move(10, |_| true).is_none(), "already moving");
-        assert_eq!(m.moved(NEW, 32, 100), None);
+        assert_eq!(
+            m.outcomes_coming(&[1]),
+            None,
+            "no kill proposed while moving"
+        );
+        m.outcomes_abandoned();
+        m.relocate(NEW, 32, 100);
         assert_eq!(m.location(), (NEW, 32));
+        assert_eq!(m.moved(), None);
         // Written at 100 now: not old enough for another move before 100.
         assert!(m.begin_move(100, |_| true).is_none());
         let again = m.begin_move(101, |_| true).unwrap();
-        assert_eq!(again.before, vec![NEW], "the settled record's reference");
+        assert_eq!(
+            again.before,
+            vec![(NEW, 1)],
+            "the settled record's reference"
+        );
     }
 
     #[test]
-    fn finishing_during_a_move_leaves_the_release_to_the_mover() {
+    fn finishing_during_a_move_leaves_the_finish_to_the_mover() {
         let m = message(&["a@a.test", "b@b.test"]);
         let mv = m.begin_move(10, |_| true).unwrap();
         assert!(mv.before.is_empty());
         // The last recipients become final while the copy is being written.
         let finals = [(0, OutcomeKind::Delivered), (1, OutcomeKind::Expired)];
-        assert_eq!(m.record_outcomes(OUT, 2, &finals), None);
+        assert_eq!(m.outcomes_coming(&[0, 1]), None);
+        assert_eq!(m.record_outcomes(OUT, 2, &finals, false), None);
+        m.relocate(NEW, 32, 100);
         // Outcomes registered after the snapshot stay with the new copy.
-        assert_eq!(m.moved(NEW, 32, 100), Some(vec![OUT, OUT, NEW]));
+        let finish = m.moved().unwrap();
+        assert_eq!(
+            finish,
+            Finish {
+                record: Location {
+                    segment: NEW,
+                    offset: 32
+                },
+                killed: false,
+                held: vec![(OUT, 2), (NEW, 1)],
+            }
+        );
         assert!(m.begin_move(1000, |_| true).is_none(), "finished");
     }
 
     #[test]
     fn no_move_while_outcomes_are_being_written() {
         let m = message(&["a@a.test"]);
-        m.outcomes_coming();
+        m.outcomes_coming(&[]);
         assert!(m.begin_move(10, |_| true).is_none());
         m.outcomes_abandoned();
-        m.outcomes_coming();
+        m.outcomes_coming(&[]);
         assert!(m.begin_move(10, |_| true).is_none());
-        m.record_outcomes(OUT, 1, &[(0, OutcomeKind::Deferred)]);
+        m.record_outcomes(OUT, 1, &[(0, OutcomeKind::Deferred)], false);
         assert!(m.begin_move(10, |_| true).is_some());
     }
 
     #[test]
     fn a_failed_move_gives_everything_back() {
         let m = message(&["a@a.test"]);
-        m.record_outcomes(OUT, 1, &[(0, OutcomeKind::Deferred)]);
+        m.outcomes_coming(&[]);
+        m.record_outcomes(OUT, 1, &[(0, OutcomeKind::Deferred)], false);
         let mv = m.begin_move(10, |_| true).unwrap();
         assert_eq!(m.move_failed(mv.before), None);
         assert_eq!(m.location(), (OLD, 16));
         let mv = m.begin_move(10, |_| true).unwrap();
         assert_eq!(
-            m.record_outcomes(NEW, 1, &[(0, OutcomeKind::Bounced)]),
+            m.record_outcomes(NEW, 1, &[(0, OutcomeKind::Bounced)], false),
             None
         );
-        assert_eq!(m.move_failed(mv.before), Some((OLD, vec![NEW, OUT])));
+        let finish = m.move_failed(mv.before).unwrap();
+        assert_eq!(finish.held, vec![(NEW, 1), (OUT, 1)]);
+        assert_eq!(finish.record.segment, OLD);
     }
 }

@@ -7,6 +7,10 @@
 //! under load one sync releases many 250s. The shard runs on one thread, so none of this
 //! takes a lock.
 //!
+//! The committer also kills records in place (`spool::record`, the `DEAD` bit): in its own
+//! active segment, or in any older segment of any shard, each killed octet is written and
+//! its file synced with the batch it came in, before anyone is answered.
+//!
 //! A failed write or sync ends the process (see [`fatal`]): after a failed `fdatasync`,
 //! Linux may have dropped the dirty pages, and a later sync can report success for data
 //! that is gone. Restart and replay is the only safe answer.
@@ -20,12 +24,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_channel::{mpsc, oneshot};
 use futures_lite::{future, StreamExt};
-use glommio::io::BufferedFile;
+use glommio::io::{BufferedFile, OpenOptions};
 use thiserror::Error;
 
 use crate::config::FsyncPolicy;
 use crate::smtp::reply::{replies, Reply};
-use crate::spool::record::{segment_header, MessageId};
+use crate::spool::record::{segment_header, MessageId, DEAD_MESSAGE, KIND_OFFSET};
 use crate::spool::recover::{segment_path, shard_dir};
 use crate::spool::replay::SegmentKey;
 use crate::spool::segments::Segments;
@@ -83,6 +87,8 @@ pub struct SpoolOptions {
 struct Append {
     parts: Vec<Vec<u8>>,
     records: u32,
+    /// Message records to kill in the same batch.
+    kills: Vec<Location>,
     done: oneshot::Sender<Location>,
 }
 
@@ -150,11 +156,29 @@ impl ShardSpool {
     /// until they are durable under the fsync policy. Each record takes one reference on
     /// the segment it lands in (see `spool::segments`), before this returns.
     pub async fn append(&self, parts: Vec<Vec<u8>>, records: u32) -> Result<Location, SpoolError> {
+        self.append_and_kill(parts, records, Vec::new()).await
+    }
+
+    /// Kills the message records at `kills` in place and waits until that is durable.
+    /// Only then may their references be released (see `spool::segments`).
+    pub async fn kill(&self, kills: Vec<Location>) -> Result<(), SpoolError> {
+        self.append_and_kill(Vec::new(), 0, kills).await.map(drop)
+    }
+
+    /// [`ShardSpool::append`] and [`ShardSpool::kill`] in one batch: both are durable when
+    /// this returns, or (after a crash) either may be.
+    pub async fn append_and_kill(
+        &self,
+        parts: Vec<Vec<u8>>,
+        records: u32,
+        kills: Vec<Location>,
+    ) -> Result<Location, SpoolError> {
         let (done, wait) = oneshot::channel();
         self.queue
             .unbounded_send(Append {
                 parts,
                 records,
+                kills,
                 done,
             })
             .map_err(|_| SpoolError::Closed)?;
@@ -247,13 +271,56 @@ impl Committer {
         if !buf.is_empty() {
             pos += write_all_at(&active.file, buf, pos).await;
         }
-        if self.options.fsync == FsyncPolicy::Always {
+        let active_key = SegmentKey {
+            shard: self.shard,
+            seq: active.seq,
+        };
+        let mut elsewhere: Vec<Location> = Vec::new();
+        for kill in batch.iter_mut().flat_map(|a| std::mem::take(&mut a.kills)) {
+            if kill.segment == active_key {
+                kill_at(&active.file, kill.offset).await;
+            } else {
+                elsewhere.push(kill);
+            }
+        }
+        let always = self.options.fsync == FsyncPolicy::Always;
+        if always {
             if let Err(e) = active.file.fdatasync().await {
                 fatal("fdatasync", e);
             }
         }
         active.len = pos;
+        if !elsewhere.is_empty() {
+            self.kill_elsewhere(elsewhere, always).await;
+        }
         locations
+    }
+
+    /// Kills records in segments other than the active one: each file opened once per
+    /// batch, written, synced, closed.
+    async fn kill_elsewhere(&self, mut kills: Vec<Location>, sync: bool) {
+        kills.sort_by_key(|k| (k.segment, k.offset));
+        for group in kills.chunk_by(|a, b| a.segment == b.segment) {
+            let key = group[0].segment;
+            let path = segment_path(&self.options.path, key.shard, key.seq);
+            // The record holds a reference on its segment until its kill is durable, so
+            // the file exists: failing to open it means the spool is not what we think.
+            let file = match OpenOptions::new().write(true).buffered_open(&path).await {
+                Ok(f) => f,
+                Err(e) => fatal("opening a segment to kill a record", e),
+            };
+            for kill in group {
+                kill_at(&file, kill.offset).await;
+            }
+            if sync {
+                if let Err(e) = file.fdatasync().await {
+                    fatal("fdatasync", e);
+                }
+            }
+            if let Err(e) = file.close().await {
+                fatal("closing segment", e);
+            }
+        }
     }
 
     /// After a quiet spell, a segment whose records are all finished is closed and
@@ -307,6 +374,11 @@ impl Committer {
         }
         self.active = Some(ActiveSegment { file, seq, len });
     }
+}
+
+/// Overwrites the kind octet of the message record at `offset` with its dead form.
+async fn kill_at(file: &BufferedFile, offset: u64) {
+    write_all_at(file, vec![DEAD_MESSAGE], offset + KIND_OFFSET).await;
 }
 
 async fn write_all_at(file: &BufferedFile, buf: Vec<u8>, pos: u64) -> u64 {

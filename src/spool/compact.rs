@@ -1,30 +1,31 @@
 //! Compaction: copying a long-deferred message forward so its old segment can go.
 //!
 //! Without it, one message deferred for days keeps its whole segment on disk, and with it
-//! (through `Segments::release_after`) the segments holding outcome records of every
-//! finished message in that segment. So when a shard defers a job whose message record
-//! sits in a sealed segment and was written more than `spool.compact_after` ago, it
-//! appends the record again, byte for byte, followed by a settled record saying which
-//! recipients are final, to its own active segment, and moves the message there.
+//! the outcome records about it wherever they are. So when a shard defers a job whose
+//! message record sits in a sealed segment and was written more than `spool.compact_after`
+//! ago, it appends the record again, byte for byte, followed by a settled record saying
+//! which recipients are final, to its own active segment, and moves the message there:
 //!
-//! The references make a chain that replay can always fold correctly (`docs/architecture.md`
-//! section 3): the outcome records registered before the copy's snapshot of states, and one
-//! extra reference on the new segment, are released only when the old segment is deleted;
-//! outcome records registered after the snapshot stay with the new copy. So the old copy
-//! never outlives what says which of its recipients are finished, and the new copy never
-//! goes before the old one.
+//! 1. the new copy and the settled record are appended and durable;
+//! 2. readers are pointed at the new copy;
+//! 3. the old copy is killed in place (durable);
+//! 4. only then are the old record's reference and those of the outcome records written
+//!    before the snapshot released: the settled record stands in for them.
+//!
+//! A crash between 1 and 3 leaves two live copies; the next start keeps one and kills the
+//! other (`Replay::stale_records`). Outcome records registered after the snapshot stay
+//! with the message and go when it finishes, like any others.
 
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::outcome::settle::now_micros;
-use crate::queue::message::{Move, QueuedMessage};
+use crate::outcome::settle::{self, now_micros};
+use crate::queue::message::{Finish, Held, Move, QueuedMessage};
 use crate::runtime::shard::ShardContext;
 use crate::spool::commit::Location;
 use crate::spool::read::{Content, SegmentReader};
 use crate::spool::record::{decode, encode_settled, Record};
-use crate::spool::replay::SegmentKey;
 use crate::spool::segments::Segments;
 
 /// Starts copying `message` forward if it qualifies (see the module docs). Called by the
@@ -41,13 +42,12 @@ pub fn after_deferral(ctx: &Rc<ShardContext>, message: &Arc<QueuedMessage>) {
 }
 
 async fn copy_forward(ctx: Rc<ShardContext>, message: Arc<QueuedMessage>, mv: Move) {
-    let segments = &ctx.shared.segments;
     let frame = match read_frame(&ctx.reader, &message, &mv) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(id = %message.id, error = %e, "cannot read a record to copy forward");
-            if let Some((record, outcomes)) = message.move_failed(mv.before) {
-                segments.release_after(record, outcomes);
+            if let Some(f) = message.move_failed(mv.before) {
+                settle::finish(&ctx, f).await;
             }
             return;
         }
@@ -59,12 +59,24 @@ async fn copy_forward(ctx: Rc<ShardContext>, message: Arc<QueuedMessage>, mv: Mo
     drop(frame);
     let Ok(at) = ctx.spool.append(parts, 2).await else {
         // The spool is closing and wrote nothing: the message stays where it was.
-        if let Some((record, outcomes)) = message.move_failed(mv.before) {
-            segments.release_after(record, outcomes);
+        if let Some(f) = message.move_failed(mv.before) {
+            settle::finish(&ctx, f).await;
         }
         return;
     };
-    land(segments, &message, mv.before, mv.from, at, now_micros());
+    message.relocate(at.segment, at.offset, now_micros());
+    let old = Location {
+        segment: mv.from,
+        offset: mv.offset,
+    };
+    if ctx.spool.kill(vec![old]).await.is_err() {
+        // Closing: both copies stay live, and the next start keeps one of them.
+        message.moved();
+        return;
+    }
+    if let Some(f) = land(&ctx.shared.segments, &message, old, mv.before) {
+        settle::finish(&ctx, f).await;
+    }
     tracing::debug!(
         id = %message.id,
         from = mv.from.seq,
@@ -73,26 +85,18 @@ async fn copy_forward(ctx: Rc<ShardContext>, message: Arc<QueuedMessage>, mv: Mo
     );
 }
 
-/// Moves `message` to its new copy at `at` (record, then settled record, both durable and
-/// each holding a reference on `at.segment`) and hands the old copy's references over.
+/// After the old copy at `old` is durably killed: releases its reference and those of the
+/// outcome records written `before` the snapshot, and ends the move. Returns the finish of
+/// a message that finished meanwhile.
 fn land(
     segments: &Segments,
     message: &QueuedMessage,
-    before: Vec<SegmentKey>,
-    from: SegmentKey,
-    at: Location,
-    now: u64,
-) {
-    // Before anyone learns of the new copy: the new segment must outlive the old one, or a
-    // restart could find the old record without the settled one that finishes it.
-    segments.add(at.segment, 1);
-    let finished = message.moved(at.segment, at.offset, now);
-    let mut after_old = before;
-    after_old.push(at.segment);
-    segments.release_after(from, after_old);
-    if let Some(outcomes) = finished {
-        segments.release_after(at.segment, outcomes);
-    }
+    old: Location,
+    before: Held,
+) -> Option<Finish> {
+    segments.release(old.segment, 1);
+    segments.release_all(before);
+    message.moved()
 }
 
 fn read_frame(reader: &SegmentReader, message: &QueuedMessage, mv: &Move) -> io::Result<Content> {
@@ -105,7 +109,7 @@ fn read_frame(reader: &SegmentReader, message: &QueuedMessage, mv: &Move) -> io:
 
 /// The content of `message` for delivery. A copy forward may move it and delete the old
 /// segment between reading its location and mapping the file; its location has changed by
-/// then (it is updated before the old record is released), so a failed read is retried
+/// then (it is updated before the old record is killed), so a failed read is retried
 /// once at the new place.
 pub fn read_content(reader: &SegmentReader, message: &QueuedMessage) -> io::Result<Content> {
     let (segment, offset) = message.location();
@@ -123,6 +127,7 @@ mod tests {
     use super::*;
     use crate::spool::record::{MessageId, OutcomeKind};
     use crate::spool::recover::segment_path;
+    use crate::spool::replay::SegmentKey;
 
     const S: SegmentKey = SegmentKey { shard: 0, seq: 0 };
     const O: SegmentKey = SegmentKey { shard: 1, seq: 0 };
@@ -155,8 +160,9 @@ mod tests {
             vec![0, 0],
         );
         segments.add(O, 1);
+        assert!(m.outcomes_coming(&[0]).is_none());
         assert!(m
-            .record_outcomes(O, 1, &[(0, OutcomeKind::Delivered)])
+            .record_outcomes(O, 1, &[(0, OutcomeKind::Delivered)], false)
             .is_none());
         for k in [S, O] {
             segments.seal(k);
@@ -168,69 +174,66 @@ mod tests {
         segment_path(dir.path(), k.shard, k.seq).exists()
     }
 
+    fn at(segment: SegmentKey) -> Location {
+        Location {
+            segment,
+            offset: 16,
+        }
+    }
+
     #[test]
-    fn the_old_copy_goes_first_then_the_new_one_then_later_outcomes() {
+    fn the_old_copy_and_its_outcomes_go_once_it_is_killed_and_the_rest_at_the_finish() {
         let (dir, segments, m) = setup();
         let mv = m.begin_move(10, |k| segments.is_sealed(k)).unwrap();
-        // Recipient 1's final outcome is durable in P, but not yet registered: it is not in
-        // the snapshot, so it must stay until the new copy goes.
+        // The copy and its settled record land in T.
+        segments.add(T, 2);
+        m.relocate(T, 16, 20);
+        assert_eq!(m.location(), (T, 16));
+        assert_eq!(land(&segments, &m, at(mv.from), mv.before), None);
+        // O's outcome is in the snapshot: it goes with the old copy's reference, whatever
+        // else S still holds.
+        assert!(!exists(&dir, O), "O outlived the kill of the old copy");
+        assert!(exists(&dir, S), "S still holds another record");
+        segments.release(S, 1);
+        assert!(!exists(&dir, S));
+        segments.seal(T);
+        // Recipient 1 ends later, its outcome in P; the finish releases T's copy, its
+        // settled record and P.
         segments.add(P, 1);
         segments.seal(P);
-        segments.add(T, 2);
-        land(
-            &segments,
-            &m,
-            mv.before,
-            mv.from,
-            Location {
-                segment: T,
-                offset: 16,
-            },
-            20,
-        );
-        assert_eq!(m.location(), (T, 16));
-        assert!(
-            exists(&dir, S) && exists(&dir, O),
-            "S still holds another record"
-        );
-        segments.seal(T);
-        // The other record in S finishes: S goes, and with it O, but not T.
-        segments.release(S);
-        assert!(!exists(&dir, S) && !exists(&dir, O));
-        assert!(exists(&dir, T) && exists(&dir, P));
-        let (record, outcomes) = m
-            .record_outcomes(P, 1, &[(1, OutcomeKind::Bounced)])
+        assert!(m.outcomes_coming(&[]).is_none());
+        let f = m
+            .record_outcomes(P, 1, &[(1, OutcomeKind::Bounced)], false)
             .unwrap();
-        assert_eq!(record, T);
-        segments.release_after(record, outcomes);
+        assert_eq!(f.record, at(T));
+        assert!(exists(&dir, T) && exists(&dir, P));
+        segments.release(f.record.segment, 1);
+        segments.release_all(f.held);
         assert!(!exists(&dir, T) && !exists(&dir, P));
     }
 
     #[test]
-    fn a_message_finished_during_its_copy_is_released_by_the_copier() {
+    fn a_message_finished_during_its_copy_is_finished_by_the_copier() {
         let (dir, segments, m) = setup();
         let mv = m.begin_move(10, |k| segments.is_sealed(k)).unwrap();
         segments.add(P, 1);
         segments.seal(P);
+        assert!(
+            m.outcomes_coming(&[1]).is_none(),
+            "moving: no kill proposed"
+        );
         assert!(m
-            .record_outcomes(P, 1, &[(1, OutcomeKind::Delivered)])
+            .record_outcomes(P, 1, &[(1, OutcomeKind::Delivered)], false)
             .is_none());
         segments.add(T, 2);
         segments.seal(T);
-        land(
-            &segments,
-            &m,
-            mv.before,
-            mv.from,
-            Location {
-                segment: T,
-                offset: 16,
-            },
-            20,
-        );
-        // T's own references are gone; the extra one waits for S, and P waits for T.
-        assert!(exists(&dir, S) && exists(&dir, O) && exists(&dir, T) && exists(&dir, P));
-        segments.release(S);
+        m.relocate(T, 16, 20);
+        let f = land(&segments, &m, at(mv.from), mv.before).unwrap();
+        assert_eq!(f.record, at(T));
+        assert!(!f.killed, "the copier must kill the new copy too");
+        segments.release(S, 1);
+        segments.release(f.record.segment, 1);
+        segments.release_all(f.held);
         for k in [S, O, T, P] {
             assert!(!exists(&dir, k), "{k:?} left behind");
         }

@@ -19,6 +19,14 @@
 //! 3 Settled (which recipients of a message were final when its record was copied forward
 //! to a newer segment; see `spool::compact`). A copied message record is the original
 //! frame, byte for byte: same id, same CRC.
+//!
+//! A message record is *killed* in place once it is no longer needed (every recipient
+//! final, or a newer copy durable): its kind octet, at [`KIND_OFFSET`] in the frame, is
+//! overwritten with `Message | DEAD` ([`DEAD_MESSAGE`]). The CRC is computed over the kind
+//! without the [`DEAD`] bit, so the frame stays valid for recovery's scan, and replay skips
+//! it. One octet written in place is atomic on any disk, so a crash leaves the record
+//! either live or dead, never torn. This is what lets a segment go as soon as nothing in it
+//! is live, with no ordering between segments (see `spool::segments`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,6 +41,12 @@ pub const SEGMENT_MAGIC: &[u8; 8] = b"PGNSPL01";
 pub const SEGMENT_HEADER_LEN: usize = 16;
 /// Length of a record frame before its payload: len, crc, kind.
 pub const FRAME_HEADER_LEN: usize = 9;
+/// Offset of the kind octet in a frame: what a kill overwrites.
+pub const KIND_OFFSET: u64 = 8;
+/// The bit a kill sets in the kind octet; not covered by the CRC.
+pub const DEAD: u8 = 0x80;
+/// The kind octet of a killed message record.
+pub const DEAD_MESSAGE: u8 = RecordKind::Message as u8 | DEAD;
 
 /// The kinds of record a segment holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,6 +257,8 @@ pub enum Record<'a> {
     Outcome(OutcomeRecord),
     /// See [`RecordKind::Settled`].
     Settled(SettledRecord<'a>),
+    /// A message record that was killed (see the module docs): nothing to replay.
+    DeadMessage,
 }
 
 /// A message record's fields.
@@ -309,10 +325,17 @@ pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), FrameError> {
         });
     }
     let body = &bytes[8..total];
-    if crc32c::crc32c(body) != crc {
+    let kind = body[0];
+    let computed = if kind & DEAD == 0 {
+        crc32c::crc32c(body)
+    } else {
+        crc32c::crc32c_append(crc32c::crc32c(&[kind & !DEAD]), &body[1..])
+    };
+    if computed != crc {
         return Err(FrameError::Corrupt("checksum mismatch"));
     }
-    let record = match body[0] {
+    let record = match kind {
+        DEAD_MESSAGE => Record::DeadMessage,
         k if k == RecordKind::Message as u8 => Record::Message(decode_message(&body[1..])?),
         k if k == RecordKind::Outcome as u8 => Record::Outcome(decode_outcome(&body[1..])?),
         k if k == RecordKind::Settled as u8 => Record::Settled(decode_settled(&body[1..])?),
@@ -480,6 +503,32 @@ pub(crate) mod tests {
             b[i] ^= 0x40;
             assert!(decode(&b).is_err(), "flip at {i} accepted");
         }
+    }
+
+    #[test]
+    fn a_killed_message_is_a_valid_dead_frame_and_nothing_else_can_be_killed() {
+        let id = MessageId::new(1, 0, 0);
+        let mut bytes = encode_message(id, 7, &envelope(), false, &[b"hello\r\n"]);
+        bytes.extend_from_slice(b"hello\r\n");
+        let len = bytes.len();
+        bytes[KIND_OFFSET as usize] = DEAD_MESSAGE;
+        assert_eq!(decode(&bytes), Ok((Record::DeadMessage, len)));
+        // The CRC still covers the payload of a dead record.
+        let mut flipped = bytes.clone();
+        flipped[len - 1] ^= 1;
+        assert!(decode(&flipped).is_err());
+        let mut outcome = encode_outcome(&OutcomeRecord {
+            id,
+            recipient: 0,
+            kind: OutcomeKind::Delivered,
+            attempts: 1,
+            next_attempt_micros: 0,
+        });
+        outcome[KIND_OFFSET as usize] |= DEAD;
+        assert_eq!(
+            decode(&outcome),
+            Err(FrameError::Corrupt("unknown record kind"))
+        );
     }
 
     #[test]

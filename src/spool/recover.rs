@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::spool::record::{decode, FrameError, Record, SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
+use crate::spool::commit::Location;
+use crate::spool::record::{
+    decode, FrameError, Record, DEAD_MESSAGE, KIND_OFFSET, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+};
 
 /// One segment file found in the spool.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +153,25 @@ pub struct Repair {
     pub removed: Vec<PathBuf>,
     /// The next free segment number of each shard seen (index = shard).
     pub next_seq: Vec<u64>,
+}
+
+/// Kills message records in place at start, before anything is served (see
+/// `Replay::stale_records`): each octet written, each file synced once.
+pub fn kill_records(spool: &Path, records: &[Location]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut records = records.to_vec();
+    records.sort_by_key(|r| (r.segment, r.offset));
+    for group in records.chunk_by(|a, b| a.segment == b.segment) {
+        let key = group[0].segment;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(segment_path(spool, key.shard, key.seq))?;
+        for r in group {
+            file.write_all_at(&[DEAD_MESSAGE], r.offset + KIND_OFFSET)?;
+        }
+        file.sync_data()?;
+    }
+    Ok(())
 }
 
 /// Repairs the spool at start: the last segment of each shard is truncated after its last

@@ -15,9 +15,10 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
+use crate::spool::commit::Location;
 use crate::spool::record::{MessageId, OutcomeKind, OutcomeRecord, Record, SettledRecord};
 use crate::spool::recover::{list_segments, scan, MappedSegment, SegmentFile};
-use crate::spool::segments::Segments;
+use crate::spool::segments::{hold, Held, Segments};
 
 /// Names one segment file: the shard that wrote it and its sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -107,19 +108,18 @@ impl SpooledMessage {
         self.states.iter().all(RecipientState::is_final)
     }
 
-    /// The segments of outcome and settled records about this message that must outlive its
-    /// record, one entry per record: all but those in the segments of older copies. Those
-    /// were written before the copy away from them was made (it needs a sealed segment),
-    /// and registered before its snapshot, so a later settled record repeats every final
-    /// state in them; and as they cannot outlive their own segment, counting them would
-    /// make it and the newest copy wait for each other.
-    pub fn held_outcomes(&self) -> Vec<SegmentKey> {
+    /// The references its outcome and settled records hold (see [`Held`]): all but those
+    /// in the segments of older copies. Those were written before the copy away from them
+    /// was made (it needs a sealed segment) and registered before its snapshot, so the
+    /// newer copy's settled record repeats every final state in them, and the old segment
+    /// can go once its copy is killed.
+    pub fn held(&self) -> Held {
         let older = |s: &SegmentKey| *s != self.segment && self.copies.iter().any(|c| c.0 == *s);
-        self.outcome_segments
-            .iter()
-            .copied()
-            .filter(|s| !older(s))
-            .collect()
+        let mut held = Held::new();
+        for s in self.outcome_segments.iter().filter(|s| !older(s)) {
+            hold(&mut held, *s, 1);
+        }
+        held
     }
 
     /// Applies a settled record: its final states are final here too (a final state is
@@ -150,32 +150,31 @@ impl Replay {
         self.messages.values().filter(|m| !m.is_done())
     }
 
-    /// Takes the references on `segments` that the records hold in a running server
-    /// (`spool::segments`), so that sealing every segment afterwards deletes exactly those
-    /// with nothing needed left in them:
-    ///
-    /// - an older copy of a record holds one reference on the newest copy's segment until
-    ///   its own segment is deleted, so the newest outlives it (as after a copy forward);
-    /// - a finished message's outcome records stay until its newest copy's segment goes;
-    /// - a live message holds its record's segment and its outcome records; the caller
-    ///   queues it with [`SpooledMessage::held_outcomes`] to release later.
-    pub fn hold(&self, segments: &Segments) {
+    /// Message records to kill before serving: every copy of a finished message (its last
+    /// outcomes were durable, its kill was not), and every copy of a live message but the
+    /// one it is queued from (a copy forward cut short between writing the new copy and
+    /// killing the old).
+    pub fn stale_records(&self) -> Vec<Location> {
+        let mut stale = Vec::new();
         for m in self.messages.values() {
             for &(segment, offset) in &m.copies {
-                if (segment, offset) == (m.segment, m.offset) {
-                    continue;
+                if m.is_done() || (segment, offset) != (m.segment, m.offset) {
+                    stale.push(Location { segment, offset });
                 }
-                segments.add(segment, 1);
-                segments.add(m.segment, 1);
-                segments.release_after(segment, [m.segment]);
             }
-            let held = m.held_outcomes();
+        }
+        stale
+    }
+
+    /// Takes the references that live messages hold in a running server
+    /// (`spool::segments`): their record's and their outcome records'. Called once the
+    /// [`Replay::stale_records`] are killed; sealing every segment afterwards deletes those
+    /// with nothing live in them.
+    pub fn hold(&self, segments: &Segments) {
+        for m in self.live() {
             segments.add(m.segment, 1);
-            for s in &held {
-                segments.add(*s, 1);
-            }
-            if m.is_done() {
-                segments.release_after(m.segment, held);
+            for (s, n) in m.held() {
+                segments.add(s, i64::from(n));
             }
         }
     }
@@ -234,6 +233,8 @@ pub fn replay(spool: &Path) -> io::Result<Replay> {
                         },
                     );
                 }
+                // Killed: finished, or superseded by a newer copy.
+                Record::DeadMessage => {}
                 Record::Outcome(o) => outcomes.push((key, o)),
                 Record::Settled(SettledRecord { id, states }) => {
                     settled.push((key, id, states.to_vec()))
@@ -418,6 +419,13 @@ mod tests {
         );
         let r = replay(spool).unwrap();
         assert_eq!(r.live().count(), 1);
+        let stale = r.stale_records();
+        assert_eq!(
+            stale.len(),
+            3,
+            "both copies of `done`, the old copy of `live`"
+        );
+        crate::spool::recover::kill_records(spool, &stale).unwrap();
         let segments = Segments::new(spool.to_owned());
         r.hold(&segments);
         for s in &r.segments {
@@ -428,10 +436,11 @@ mod tests {
         }
         assert!(!segment_path(spool, 0, 0).exists(), "old copies kept");
         assert!(segment_path(spool, 1, 0).exists() && segment_path(spool, 1, 1).exists());
-        // What is left replays to the same states.
+        // What is left replays to the same states; the finished message is gone for good.
         let again = replay(spool).unwrap();
         assert_eq!(again.messages[&live].states, r.messages[&live].states);
-        assert!(again.messages[&done].is_done());
+        assert_eq!(again.messages[&live].copies.len(), 1);
+        assert!(!again.messages.contains_key(&done));
     }
 
     #[test]

@@ -2,16 +2,15 @@
 //!
 //! Every record holds one reference on the segment it sits in, taken by the committer
 //! when it writes the record (before anyone is told the record exists, so no reader can
-//! race a deletion). A message drops the reference of its own record once all its
-//! recipients are final; the references of its outcome records are dropped only when the
-//! segment holding the message record is deleted ([`Segments::release_after`]): as long as
-//! the message record can be replayed, the outcomes that say it is finished must be there
-//! too, or a restart would deliver it again. A segment file is deleted when it has no
-//! references left and is sealed (no longer appended to).
+//! race a deletion). A message record's reference goes once the record is killed in place
+//! (`spool::record`, the `DEAD` bit: durable before the release): when every recipient is
+//! final, or when a newer copy of it is durable (`spool::compact`). The references of the
+//! outcome and settled records about a message go once the message is finished, after the
+//! kill: a killed record replays as nothing, so no outcome has to outlive it. A segment
+//! file is deleted when it has no references left and is sealed (no longer appended to).
 //!
-//! A message deferred for long is copied forward (`spool::compact`): the copy's segment
-//! takes an extra reference that is dropped only once the old copy's segment is deleted,
-//! so every chain of `release_after` runs old copy, new copy, outcome records.
+//! Releases never wait on another segment, so no two segments can wait on each other: a
+//! spool that has delivered everything drains to nothing.
 //!
 //! Shared by all shards without a lock: a lock-free map of atomic counters.
 
@@ -19,19 +18,32 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
-use crossbeam::queue::SegQueue;
 use crossbeam_skiplist::SkipMap;
 
 use crate::spool::recover::segment_path;
 use crate::spool::replay::SegmentKey;
+
+/// Segment references held by a message's outcome and settled records: one entry per
+/// segment with the number of records in it (a settle writes all of its records to one
+/// segment, so the list stays short however many recipients and attempts there are).
+pub type Held = Vec<(SegmentKey, u32)>;
+
+/// Adds `n` records in `segment` to `held`.
+pub fn hold(held: &mut Held, segment: SegmentKey, n: u32) {
+    if n == 0 {
+        return;
+    }
+    match held.iter_mut().find(|(s, _)| *s == segment) {
+        Some((_, count)) => *count += n,
+        None => held.push((segment, n)),
+    }
+}
 
 #[derive(Debug, Default)]
 struct Counter {
     refs: AtomicI64,
     sealed: AtomicBool,
     deleted: AtomicBool,
-    /// References on other segments to drop when this one is deleted.
-    dependents: SegQueue<SegmentKey>,
 }
 
 /// Reference counts of every segment in the spool.
@@ -65,38 +77,22 @@ impl Segments {
         self.counter(key).refs.fetch_add(n, Ordering::AcqRel);
     }
 
-    /// Drops one reference; deletes the file if that was the last and it is sealed.
-    pub fn release(&self, key: SegmentKey) {
+    /// Drops `n` references; deletes the file if those were the last and it is sealed.
+    pub fn release(&self, key: SegmentKey, n: i64) {
         // A segment already deleted has nothing left to release.
         let Some(c) = self.counts.get(&key).map(|e| e.value().clone()) else {
             return;
         };
-        if c.refs.fetch_sub(1, Ordering::AcqRel) == 1 && c.sealed.load(Ordering::Acquire) {
+        if c.refs.fetch_sub(n, Ordering::AcqRel) == n && c.sealed.load(Ordering::Acquire) {
             self.delete(key, &c);
         }
     }
 
-    /// Drops one reference on `first` and, once `first` is deleted, one on each of `then`.
-    /// A finished message uses this: its record's segment first, its outcome records'
-    /// segments after.
-    pub fn release_after(&self, first: SegmentKey, then: impl IntoIterator<Item = SegmentKey>) {
-        let c = self.counter(first);
-        for key in then {
-            if key == first {
-                // Its own segment: the reference simply goes with it.
-                c.refs.fetch_sub(1, Ordering::AcqRel);
-            } else {
-                c.dependents.push(key);
-            }
+    /// Drops the references of a list of `(segment, count)` entries.
+    pub fn release_all(&self, entries: impl IntoIterator<Item = (SegmentKey, u32)>) {
+        for (key, n) in entries {
+            self.release(key, i64::from(n));
         }
-        if c.deleted.load(Ordering::Acquire) {
-            // Deleted while the dependents were being added: drop them now.
-            while let Some(key) = c.dependents.pop() {
-                self.release(key);
-            }
-            return;
-        }
-        self.release(first);
     }
 
     /// Marks a segment as no longer appended to; deletes it at once if nothing is live.
@@ -134,8 +130,5 @@ impl Segments {
             }
         }
         self.counts.remove(&key);
-        while let Some(dependent) = c.dependents.pop() {
-            self.release(dependent);
-        }
     }
 }
