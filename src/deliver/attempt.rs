@@ -143,7 +143,10 @@ async fn deliver(ctx: &Rc<ShardContext>, queue: &DomainQueue, policy: &DomainPol
                     .into_iter()
                     .map(|(i, r)| (job.recipients[i], r))
                     .collect();
-                settle(ctx, job, Some(&host), conn.tls, conn.offers_dsn(), results).await;
+                // The next transaction on this connection does not wait for these outcomes
+                // to be durable (a sync): they are settled by a task of their own.
+                let dsn = conn.offers_dsn();
+                settle_apart(ctx, job, host.clone(), conn.tls, dsn, results);
             }
             Err((reply, pending)) => {
                 // The transaction did not finish: every recipient in it gets the failure
@@ -172,6 +175,25 @@ async fn deliver(ctx: &Rc<ShardContext>, queue: &DomainQueue, policy: &DomainPol
         };
     }
     conn.quit().await;
+}
+
+/// Settles a finished transaction in a task of its own, counted among the shard's
+/// delivery work so that a stopping shard waits for it.
+fn settle_apart(
+    ctx: &Rc<ShardContext>,
+    job: Job,
+    host: String,
+    tls: Option<&'static str>,
+    next_hop_dsn: bool,
+    results: Vec<(u32, Reply)>,
+) {
+    ctx.attempts.set(ctx.attempts.get() + 1);
+    let ctx = ctx.clone();
+    glommio::spawn_local(async move {
+        settle(&ctx, job, Some(&host), tls, next_hop_dsn, results).await;
+        ctx.attempts.set(ctx.attempts.get() - 1);
+    })
+    .detach();
 }
 
 /// The next job of the domain that is not past its age; older ones expire on the way.

@@ -71,7 +71,7 @@ pub struct ShardContext {
     pub reader: SegmentReader,
     /// This shard's DNS resolver and cache.
     pub resolver: Resolver,
-    /// Delivery connections open on this shard.
+    /// Delivery work on this shard: connections open and transactions being settled.
     pub attempts: Cell<usize>,
     /// Delivery connections open on this shard, per domain (for a fair share of each
     /// domain's limit across shards).
