@@ -39,19 +39,19 @@ fn message() -> Arc<QueuedMessage> {
 
 /// `threads` threads each push then pop OPS jobs; returns the wall time.
 fn lock_free(threads: usize, iters: u64) -> Duration {
-    let queues = Arc::new(ReadyQueues::new());
+    let queues = Arc::new(ReadyQueues::new(threads));
     let m = message();
     let start = Instant::now();
     for _ in 0..iters {
         let handles: Vec<_> = (0..threads)
-            .map(|_| {
+            .map(|t| {
                 let (q, m) = (queues.domain("gmail.test"), m.clone());
                 std::thread::spawn(move || {
                     for _ in 0..OPS {
                         q.push(job(&m));
                     }
                     for _ in 0..OPS {
-                        while q.pop().is_none() {}
+                        while q.pop(t as u8).is_none() {}
                     }
                 })
             })

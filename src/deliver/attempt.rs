@@ -199,7 +199,7 @@ fn settle_apart(
 /// The next job of the domain that is not past its age; older ones expire on the way.
 async fn take(ctx: &Rc<ShardContext>, queue: &DomainQueue) -> Option<Job> {
     let max_age = ctx.shared.config.delivery.max_age;
-    while let Some(job) = queue.pop() {
+    while let Some(job) = queue.pop(ctx.id) {
         if expired(job.message.received_micros, max_age, now_micros()) {
             expire(ctx, job).await;
             continue;

@@ -1,10 +1,17 @@
 //! Per-domain ready queues, shared by all shards without a lock.
 //!
 //! The registry is a lock-free skip list from domain to [`DomainQueue`]; each queue is a
-//! lock-free FIFO of jobs plus an atomic count of open connections. Any shard may start a
-//! connection to any domain while the domain's connection limit allows, so one hot domain
-//! (40% of a list at gmail.com) is served by every core, not by the shard that happened
-//! to accept the message.
+//! set of lock-free FIFOs of jobs, one *lane* per shard, plus an atomic count of open
+//! connections. Any shard may start a connection to any domain while the domain's
+//! connection limit allows, so one hot domain (40% of a list at gmail.com) is served by
+//! every core, not by the shard that happened to accept the message.
+//!
+//! A job goes into the lane of the shard whose spool holds its message record, and a
+//! shard takes from its own lane first and from the others only when its own is empty
+//! (work stealing). So as long as every shard has work, a message is delivered by the
+//! shard that wrote it: its content is read from that shard's own maps, and the kill of
+//! its record when it is finished (`spool::record`) lands in the segment that shard is
+//! syncing anyway, instead of costing a sync of another shard's file.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -19,37 +26,41 @@ use crate::queue::message::Job;
 pub struct DomainQueue {
     /// The domain, lower case.
     pub domain: String,
-    jobs: SegQueue<Job>,
+    /// One FIFO per shard: the jobs whose message record that shard wrote.
+    lanes: Box<[SegQueue<Job>]>,
     connections: AtomicU32,
 }
 
 impl DomainQueue {
-    fn new(domain: String) -> DomainQueue {
+    fn new(domain: String, shards: usize) -> DomainQueue {
         DomainQueue {
             domain,
-            jobs: SegQueue::new(),
+            lanes: (0..shards.max(1)).map(|_| SegQueue::new()).collect(),
             connections: AtomicU32::new(0),
         }
     }
 
-    /// Adds a job at the back.
+    /// Adds a job at the back of the lane of the shard holding its message record.
     pub fn push(&self, job: Job) {
-        self.jobs.push(job);
+        let shard = usize::from(job.message.location().0.shard);
+        self.lanes[shard % self.lanes.len()].push(job);
     }
 
-    /// Takes the job at the front.
-    pub fn pop(&self) -> Option<Job> {
-        self.jobs.pop()
+    /// Takes a job for `shard`: the front of its own lane, else of another's.
+    pub fn pop(&self, shard: u8) -> Option<Job> {
+        let n = self.lanes.len();
+        let own = usize::from(shard) % n;
+        (0..n).find_map(|i| self.lanes[(own + i) % n].pop())
     }
 
     /// Jobs waiting (a hint: other shards push and pop concurrently).
     pub fn len(&self) -> usize {
-        self.jobs.len()
+        self.lanes.iter().map(SegQueue::len).sum()
     }
 
     /// True when no job waits.
     pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
+        self.lanes.iter().all(SegQueue::is_empty)
     }
 
     /// Open connections to this domain, all shards together.
@@ -73,15 +84,20 @@ impl DomainQueue {
 }
 
 /// Every domain's ready queue.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReadyQueues {
     domains: SkipMap<String, Arc<DomainQueue>>,
+    /// Lanes per queue: the number of shards.
+    shards: usize,
 }
 
 impl ReadyQueues {
-    /// An empty set of queues.
-    pub fn new() -> ReadyQueues {
-        ReadyQueues::default()
+    /// An empty set of queues for `shards` shards.
+    pub fn new(shards: usize) -> ReadyQueues {
+        ReadyQueues {
+            domains: SkipMap::new(),
+            shards,
+        }
     }
 
     /// The queue of `domain` (lower case), created on first use.
@@ -89,7 +105,7 @@ impl ReadyQueues {
         if let Some(e) = self.domains.get(domain) {
             return e.value().clone();
         }
-        let q = Arc::new(DomainQueue::new(domain.to_owned()));
+        let q = Arc::new(DomainQueue::new(domain.to_owned(), self.shards));
         self.domains
             .get_or_insert(domain.to_owned(), q)
             .value()
@@ -126,7 +142,10 @@ mod tests {
     fn job(n: u32) -> Job {
         let m = QueuedMessage::new(
             MessageId::new(1, 0, n),
-            SegmentKey { shard: 0, seq: 0 },
+            SegmentKey {
+                shard: (n % 4) as u8,
+                seq: 0,
+            },
             0,
             0,
             String::new(),
@@ -145,7 +164,7 @@ mod tests {
 
     #[test]
     fn every_job_pushed_from_many_threads_is_popped_once() {
-        let queues = Arc::new(ReadyQueues::new());
+        let queues = Arc::new(ReadyQueues::new(4));
         let pushers: Vec<_> = (0..4)
             .map(|t| {
                 let q = queues.clone();
@@ -163,14 +182,14 @@ mod tests {
             p.join().unwrap();
         }
         assert_eq!(queues.total(), 4000);
-        let poppers: Vec<_> = (0..4)
-            .map(|_| {
+        let poppers: Vec<_> = (0..4u8)
+            .map(|shard| {
                 let q = queues.clone();
                 std::thread::spawn(move || {
                     let mut seen = Vec::new();
                     for d in ["a.test", "b.test"] {
                         let dq = q.domain(d);
-                        while let Some(j) = dq.pop() {
+                        while let Some(j) = dq.pop(shard) {
                             seen.push(j.message.id);
                         }
                     }
@@ -189,8 +208,22 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_takes_its_own_jobs_first_then_steals() {
+        let q = ReadyQueues::new(2).domain("a.test");
+        for n in [0, 1, 2, 3] {
+            q.push(job(n));
+        }
+        // Records on shards 0, 1, 2, 3: with two lanes, 0 and 2 go to lane 0, 1 and 3 to 1.
+        let order: Vec<u32> = std::iter::from_fn(|| q.pop(1))
+            .map(|j| u32::from(j.message.location().0.shard))
+            .collect();
+        assert_eq!(order, vec![1, 3, 0, 2]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
     fn connection_slots_stop_at_the_limit() {
-        let q = ReadyQueues::new().domain("a.test");
+        let q = ReadyQueues::new(1).domain("a.test");
         assert!(q.try_open_connection(2));
         assert!(q.try_open_connection(2));
         assert!(!q.try_open_connection(2));

@@ -63,12 +63,13 @@ impl Shared {
             limits.connection_rate().ok().flatten(),
             limits.exempt(&config.relay).to_vec(),
         );
+        let shards = config.shard_count();
         Shared {
             admission: Arc::new(admission),
             tls: RwLock::new(None),
             tls_generation: AtomicU64::new(0),
             config,
-            ready: ReadyQueues::new(),
+            ready: ReadyQueues::new(shards),
             segments,
             log,
             dkim,
