@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{python, queued_id, Client, Pigeon};
+use common::{python, queued_id, self_signed, Client, Pigeon};
 
 /// Only 127.0.0.1 may relay, so the 127.0.4.x and 127.0.5.x test clients are strangers
 /// (not exempt from per-client limits) that may send to y.test.
@@ -298,30 +298,6 @@ fn the_session_time_is_bounded_but_a_message_under_way_finishes() {
     assert_eq!(pigeon.queued_ids(), vec![id]);
 }
 
-/// A self-signed certificate for `cn`, written to `dir/{name}.cert.pem` and `.key.pem`.
-fn certificate(dir: &Path, name: &str, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{name}.cert.pem")),
-        dir.join(format!("{name}.key.pem")),
-    );
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", &format!("/CN={cn}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
-
 /// The CN of the certificate a new STARTTLS handshake on `ip:2587` presents.
 /// The PEM goes through `dir`, where openssl reads the subject.
 fn presented_cn(ip: &str, source: &str, dir: &Path) -> String {
@@ -380,8 +356,8 @@ fn hup(pigeon: &Pigeon) {
 fn sighup_reloads_the_certificate_without_dropping_sessions() {
     const IP: &str = "127.0.4.9";
     let certs = tempfile::tempdir().unwrap();
-    let (cert_a, key_a) = certificate(certs.path(), "a", "a.mx.test");
-    let (cert_b, key_b) = certificate(certs.path(), "b", "b.mx.test");
+    let (cert_a, key_a) = self_signed(certs.path(), "a.", "a.mx.test", None);
+    let (cert_b, key_b) = self_signed(certs.path(), "b.", "b.mx.test", None);
     let live = tempfile::tempdir().unwrap();
     let (cert, key) = (live.path().join("cert.pem"), live.path().join("key.pem"));
     std::fs::copy(&cert_a, &cert).unwrap();

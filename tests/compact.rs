@@ -8,10 +8,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::sink::Sink;
-use common::{python, Pigeon};
+use common::{python, wait_until, Pigeon};
 
 /// Where the sink that always answers 451 (and later accepts) listens.
 const DEFER: &str = "127.0.6.2:2600";
@@ -37,14 +37,6 @@ fn segments(spool: &Path) -> BTreeSet<(String, u64)> {
         }
     }
     out
-}
-
-fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Sends `count` messages of about `size` octets (one connection, one message at a time)

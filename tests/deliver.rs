@@ -7,11 +7,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::dns::{a, mx, DnsServer};
 use common::sink::Sink;
-use common::{python, queued_id, Client, Pigeon};
+use common::{python, queued_id, wait_until, Client, Pigeon};
 
 /// Port the sinks listen on (pigeon's `delivery.port`).
 const SMTP: u16 = 2600;
@@ -52,14 +52,6 @@ s.quit()
     let mut args = vec![ip.as_str(), port.as_str(), from, content];
     args.extend_from_slice(to);
     python(script, &args).trim().to_owned()
-}
-
-fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn log_events(pigeon: &Pigeon) -> Vec<serde_json::Value> {

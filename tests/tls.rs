@@ -3,50 +3,15 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use common::{python, Client, Pigeon};
-
-/// A self-signed certificate for mx.test and `ip` (the test's own CA).
-fn certificate(dir: &Path, ip: &str) -> (String, String) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-        ])
-        .args([
-            "-subj",
-            "/CN=mx.test",
-            "-addext",
-            &format!("subjectAltName=DNS:mx.test,IP:{ip}"),
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    (cert.display().to_string(), key.display().to_string())
-}
+use common::{certificate, python, Client, Pigeon};
 
 /// pigeon on `ip`: plain on 2525, STARTTLS on 2587, implicit TLS on 2465.
 fn pigeon_with_tls(ip: &str) -> (Pigeon, String) {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(dir.path(), ip);
+    let (cert, key) = (cert.display(), key.display());
     let extra = format!(
         "[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
          [[listener]]\naddress = \"{ip}:2587\"\ntls = \"starttls\"\n\n\
@@ -54,7 +19,7 @@ fn pigeon_with_tls(ip: &str) -> (Pigeon, String) {
     );
     let pigeon = Pigeon::start(ip, "", &extra);
     let kept = pigeon.dir.path().join("cert.pem");
-    std::fs::copy(&cert, &kept).unwrap();
+    std::fs::copy(cert.to_string(), &kept).unwrap();
     (pigeon, kept.display().to_string())
 }
 

@@ -6,38 +6,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{blast, n, temp_dir, Sink};
-
-fn pigeon_binary() -> PathBuf {
-    // target/debug/deps/through_pigeon-… → target/debug/pigeon
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("pigeon");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo test --workspace`",
-        bin.display()
-    );
-    bin
-}
-
-struct Pigeon(Child);
-
-impl Drop for Pigeon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
+use common::{blast, n, pigeon_binary, temp_dir, Pigeon, Sink};
 
 #[test]
 fn every_recipient_arrives_through_a_sink_that_defers_thirty_percent() {

@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use common::{blast, n, temp_dir, Sink};
+use common::{blast, n, pigeon_binary, temp_dir, Pigeon, Sink};
 
 /// Runs openssl, failing the test with its message if it fails.
 fn openssl(args: &[&str]) {
@@ -214,33 +214,6 @@ fn delayed_replies_show_in_the_latency() {
     // Every final reply waited at least the delay (a lower bound, not a speed claim).
     let min = b["latency_ms"]["p50"].as_f64().unwrap();
     assert!(min >= 299.0, "{b}");
-}
-
-fn pigeon_binary() -> PathBuf {
-    // target/debug/deps/tls_auth-… → target/debug/pigeon
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("pigeon");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo test --workspace`",
-        bin.display()
-    );
-    bin
-}
-
-struct Pigeon(Child);
-
-impl Drop for Pigeon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -10,9 +10,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::future;
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 
@@ -40,62 +40,8 @@ enum Read {
     Deadline,
 }
 
-/// A connection, in plain text or TLS.
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    /// Between the two, during a STARTTLS handshake.
-    Gone,
-}
-
-impl Conn {
-    fn tcp(&self) -> Option<&TcpStream> {
-        match self {
-            Conn::Plain(s) => Some(s),
-            Conn::Tls(s) => Some(s.get_ref().0),
-            Conn::Gone => None,
-        }
-    }
-
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf).await,
-            Conn::Tls(s) => s.read(buf).await,
-            Conn::Gone => Ok(0),
-        }
-    }
-
-    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.write_all(buf).await,
-            Conn::Tls(s) => {
-                s.write_all(buf).await?;
-                s.flush().await
-            }
-            Conn::Gone => Err(std::io::ErrorKind::NotConnected.into()),
-        }
-    }
-
-    async fn close(self) {
-        match self {
-            Conn::Plain(mut s) => drop(s.close().await),
-            Conn::Tls(mut s) => drop(s.close().await),
-            Conn::Gone => {}
-        }
-    }
-
-    fn set_read_timeout(&self, t: Duration) {
-        if let Some(s) = self.tcp() {
-            let _ = s.set_read_timeout(Some(t.max(Duration::from_millis(1))));
-        }
-    }
-
-    fn set_write_timeout(&self, t: Duration) {
-        if let Some(s) = self.tcp() {
-            let _ = s.set_write_timeout(Some(t.max(Duration::from_millis(1))));
-        }
-    }
-}
+/// A session's connection: plain, or TLS after STARTTLS or on an implicit-TLS listener.
+type Conn = crate::runtime::conn::Conn<TlsStream<TcpStream>>;
 
 /// Runs the server side of a TLS handshake, bounded by the command timeout.
 async fn handshake(ctx: &ShardContext, stream: TcpStream) -> Option<Conn> {
@@ -184,7 +130,7 @@ pub async fn run(tcp: TcpStream, ctx: &ShardContext, tls: TlsMode, mode: Listene
         }
         session.take_output(&mut output);
         if !output.is_empty() {
-            if stream.write_all(&output).await.is_err() {
+            if stream.write_all(&output, true).await.is_err() {
                 return;
             }
             output.clear();
@@ -198,7 +144,7 @@ pub async fn run(tcp: TcpStream, ctx: &ShardContext, tls: TlsMode, mode: Listene
             // Whatever the client pipelined after STARTTLS was sent in plain text and is
             // dropped unread (RFC 3207 §5; CVE-2011-0411).
             (start, end) = (0, 0);
-            let Conn::Plain(tcp) = std::mem::replace(&mut stream, Conn::Gone) else {
+            let Some(tcp) = stream.take_plain() else {
                 return;
             };
             match handshake(ctx, tcp).await {

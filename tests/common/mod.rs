@@ -443,14 +443,29 @@ impl Client {
 
 // SMTP AUTH helpers (tests/auth.rs, tests/relay.rs).
 
-/// A self-signed certificate for mx.test and `ip` (the test's own CA).
+/// A self-signed certificate for mx.test and `ip` (the test's own CA), as `dir/cert.pem`
+/// and `dir/key.pem`.
 pub fn certificate(dir: &Path, ip: &str) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
+    let san = format!("DNS:mx.test,IP:{ip}");
+    self_signed(dir, "", "mx.test", Some(&san))
+}
+
+/// A self-signed EC certificate for `cn` (and `san`, e.g. `DNS:a.test,IP:127.0.0.1`), made
+/// by openssl as `dir/{prefix}cert.pem` and `dir/{prefix}key.pem`.
+pub fn self_signed(dir: &Path, prefix: &str, cn: &str, san: Option<&str>) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{prefix}cert.pem")),
+        dir.join(format!("{prefix}key.pem")),
+    );
+    let mut openssl = std::process::Command::new("openssl");
+    openssl
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
         .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=mx.test", "-addext"])
-        .arg(format!("subjectAltName=DNS:mx.test,IP:{ip}"))
+        .args(["-subj", &format!("/CN={cn}")]);
+    if let Some(san) = san {
+        openssl.arg("-addext").arg(format!("subjectAltName={san}"));
+    }
+    let out = openssl
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -463,6 +478,18 @@ pub fn certificate(dir: &Path, ip: &str) -> (PathBuf, PathBuf) {
         String::from_utf8_lossy(&out.stderr)
     );
     (cert, key)
+}
+
+/// Polls `done` every 50 ms until it holds; fails the test after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Runs `pigeon passwd USER --file FILE` with `stdin`; returns (success, stderr).

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::io;
 use std::time::{Duration, Instant};
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::future;
 use futures_rustls::client::TlsStream;
 use glommio::net::TcpStream;
 use pigeon::deliver::client::state::Extensions;
@@ -26,37 +26,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Transport errors in a row after which a session gives up instead of reconnecting.
 const MAX_FAILURES: u32 = 3;
 
-/// The transport: plain TCP, or TLS after STARTTLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Stream {
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf).await,
-            Stream::Tls(s) => s.read(buf).await,
-        }
-    }
-
-    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.write_all(bytes).await,
-            Stream::Tls(s) => {
-                s.write_all(bytes).await?;
-                s.flush().await
-            }
-        }
-    }
-
-    async fn close(self) {
-        match self {
-            Stream::Plain(mut s) => drop(s.close().await),
-            Stream::Tls(mut s) => drop(s.close().await),
-        }
-    }
-}
+/// The transport: plain TCP, or TLS after STARTTLS (pigeon's own connection type).
+type Stream = pigeon::runtime::conn::Conn<TlsStream<TcpStream>>;
 
 /// A connection with a reply buffer.
 struct Conn {
@@ -85,7 +56,8 @@ impl Conn {
     /// bounded by the reply timeout. Unread bytes from before are dropped: a server that
     /// pipelined something after its 220 is not to be believed (RFC 3207 §4.2).
     async fn start_tls(self, plan: &Plan) -> io::Result<(Conn, &'static str)> {
-        let Stream::Plain(tcp) = self.stream else {
+        let mut stream = self.stream;
+        let Some(tcp) = stream.take_plain() else {
             return Err(io::Error::other("STARTTLS twice"));
         };
         let tls = plan
@@ -139,7 +111,7 @@ impl Conn {
     }
 
     async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes).await
+        self.stream.write_all(bytes, true).await
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::future;
 use futures_rustls::server::TlsStream;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -193,37 +193,8 @@ async fn accept_loop(listener: TcpListener, index: usize, shard: Rc<Shard>) {
     }
 }
 
-/// The transport: plain TCP, or TLS after STARTTLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Stream {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf).await,
-            Stream::Tls(s) => s.read(buf).await,
-        }
-    }
-
-    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.write_all(bytes).await,
-            Stream::Tls(s) => {
-                s.write_all(bytes).await?;
-                s.flush().await
-            }
-        }
-    }
-
-    async fn close(self) {
-        match self {
-            Stream::Plain(mut s) => drop(s.close().await),
-            Stream::Tls(mut s) => drop(s.close().await),
-        }
-    }
-}
+/// The transport: plain TCP, or TLS after STARTTLS (pigeon's own connection type).
+type Stream = pigeon::runtime::conn::Conn<TlsStream<TcpStream>>;
 
 async fn serve_connection(tcp: TcpStream, index: usize, shard: &Shard) {
     let shared = &*shard.shared;
@@ -249,7 +220,7 @@ async fn serve_connection(tcp: TcpStream, index: usize, shard: &Shard) {
             if !delay.is_zero() {
                 glommio::timer::sleep(delay).await;
             }
-            if stream.write_all(&output).await.is_err() {
+            if stream.write_all(&output, true).await.is_err() {
                 return;
             }
             output.clear();
@@ -261,7 +232,7 @@ async fn serve_connection(tcp: TcpStream, index: usize, shard: &Shard) {
         if start_tls {
             // What the client sent after STARTTLS was plain text: dropped (RFC 3207 §5).
             (start, end) = (0, 0);
-            let (Stream::Plain(tcp), Some(acceptor)) = (stream, &shared.tls) else {
+            let (Some(tcp), Some(acceptor)) = (stream.take_plain(), &shared.tls) else {
                 return;
             };
             let handshake = async { Some(acceptor.accept(tcp).await) };

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
@@ -109,4 +110,33 @@ pub fn free_port(ip: &str) -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The `pigeon` binary, next to this test's executable: `cargo test --workspace` builds it.
+pub fn pigeon_binary() -> PathBuf {
+    // target/debug/deps/<test>-… → target/debug/pigeon
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("pigeon");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// A running pigeon, stopped with SIGTERM when dropped.
+pub struct Pigeon(pub Child);
+
+impl Drop for Pigeon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
 }

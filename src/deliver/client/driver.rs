@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::future;
 use futures_rustls::client::TlsStream;
 use futures_rustls::TlsConnector;
 use glommio::net::TcpStream;
@@ -25,67 +25,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 const READ_CHUNK: usize = 8 * 1024;
 
-/// A connection, in plain text or TLS.
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    /// Between the two, during the handshake, and after a failed one.
-    Gone,
-}
-
-impl Conn {
-    fn tcp(&self) -> Option<&TcpStream> {
-        match self {
-            Conn::Plain(s) => Some(s),
-            Conn::Tls(s) => Some(s.get_ref().0),
-            Conn::Gone => None,
-        }
-    }
-
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf).await,
-            Conn::Tls(s) => s.read(buf).await,
-            Conn::Gone => Ok(0),
-        }
-    }
-
-    /// Writes all of `buf`. Over TLS the record is flushed only when `flush` says so, so
-    /// that content written in pieces goes out in full records.
-    async fn write_all(&mut self, buf: &[u8], flush: bool) -> std::io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.write_all(buf).await,
-            Conn::Tls(s) => {
-                s.write_all(buf).await?;
-                if flush {
-                    s.flush().await?;
-                }
-                Ok(())
-            }
-            Conn::Gone => Err(std::io::ErrorKind::NotConnected.into()),
-        }
-    }
-
-    async fn close(self) {
-        match self {
-            Conn::Plain(mut s) => drop(s.close().await),
-            Conn::Tls(mut s) => drop(s.close().await),
-            Conn::Gone => {}
-        }
-    }
-
-    fn set_read_timeout(&self, t: Duration) {
-        if let Some(s) = self.tcp() {
-            let _ = s.set_read_timeout(Some(t));
-        }
-    }
-
-    fn set_write_timeout(&self, t: Duration) {
-        if let Some(s) = self.tcp() {
-            let _ = s.set_write_timeout(Some(t));
-        }
-    }
-}
+/// A delivery connection: plain, or TLS after STARTTLS.
+type Conn = crate::runtime::conn::Conn<TlsStream<TcpStream>>;
 
 /// How TLS is to be used on one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,8 +156,9 @@ impl Connection {
     ) -> Result<(), OpenError> {
         self.filled = 0;
         let (host, addr) = (&self.host, self.addr);
-        let Conn::Plain(tcp) = std::mem::replace(&mut self.stream, Conn::Gone) else {
-            unreachable!("STARTTLS is only sent in plain text");
+        // The client sends STARTTLS only in plain text, so the stream is plain here.
+        let Some(tcp) = self.stream.take_plain() else {
+            return Err(Reply::new(451, Enhanced(4, 7, 5), "TLS negotiated twice").into());
         };
         let verify = policy == TlsPolicy::Verify;
         let config = if verify {
