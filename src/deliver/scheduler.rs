@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 
 use crate::deliver::attempt;
-use crate::outcome::settle::now_micros;
+use crate::outcome::settle::{self, now_micros};
 use crate::runtime::shard::ShardContext;
 
 /// How often the scheduler looks for work. Short enough that a message goes out within a
@@ -19,10 +19,27 @@ const TICK: Duration = Duration::from_millis(10);
 /// How often unused segment maps are dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
+/// How long finished messages may wait for their records to be killed together, and how
+/// many may wait: one sync per touched file per batch, instead of one per message.
+const FINISH_EVERY: Duration = Duration::from_millis(100);
+const FINISH_BATCH: usize = 512;
+
 /// Runs until the shard stops.
 pub async fn run(ctx: Rc<ShardContext>) {
     let mut pruned = Instant::now();
+    let mut finished = Instant::now();
     while !ctx.stop.is_stopping() {
+        let waiting = ctx.finishing.borrow().len();
+        if waiting >= FINISH_BATCH || (waiting > 0 && finished.elapsed() >= FINISH_EVERY) {
+            finished = Instant::now();
+            ctx.attempts.set(ctx.attempts.get() + 1);
+            let ctx = ctx.clone();
+            glommio::spawn_local(async move {
+                settle::finish_pending(&ctx).await;
+                ctx.attempts.set(ctx.attempts.get() - 1);
+            })
+            .detach();
+        }
         let due = ctx.deferred.borrow_mut().pop_due(now_micros());
         for (domain, job) in due {
             ctx.shared.ready.push(&domain, job);
@@ -63,4 +80,6 @@ pub async fn run(ctx: Rc<ShardContext>) {
         }
         future::or(glommio::timer::sleep(TICK), ctx.stop.wait()).await;
     }
+    // What finished before the stop is killed now, so a clean restart has less to do.
+    settle::finish_pending(&ctx).await;
 }

@@ -94,9 +94,15 @@ pub async fn settle(
     let final_indices: Vec<u32> = finals.iter().map(|f| f.0).collect();
     // The report reads the original from the record, so it is built before anything else.
     let mut report = build_report(ctx, message, &notices, host, now);
-    // When these outcomes end the message, its record is killed in the same append instead
-    // of writing them: a dead record replays as nothing, so nothing else is needed.
-    let kill = message.outcomes_coming(&final_indices);
+    // When these outcomes end the message and its record is in the segment this shard is
+    // writing, the record is killed in the same append instead of writing them: a dead
+    // record replays as nothing, and the kill is synced with the append at no extra cost.
+    // Anywhere else a kill costs a sync of another file, so the outcomes are written here
+    // as usual (they are what makes the finish durable) and the kill waits to be batched
+    // with others (`finish`).
+    let kill = message
+        .outcomes_coming(&final_indices)
+        .filter(|record| ctx.spool.is_active(record.segment));
     let mut parts: Vec<Vec<u8>> = if kill.is_some() {
         Vec::new()
     } else {
@@ -189,15 +195,38 @@ pub async fn settle(
     }
 }
 
-/// Carries out a [`Finish`]: kills the message's record in place if that is not done
-/// yet, and once the kill is durable releases the references of the record and of the
-/// outcome records about it, so their segments can go (`spool::segments`). If the spool
-/// is closing, nothing is released: the next start finds the message finished and kills
-/// its record then.
+/// Carries out a [`Finish`]. A record already killed (with the last outcomes) has its
+/// references, and its outcome records', released at once. Otherwise the kill waits for
+/// [`finish_pending`] to do it together with others: the outcome records already on disk
+/// say the message is finished, so nothing is lost meanwhile, and a restart kills what
+/// was still waiting.
 pub async fn finish(ctx: &ShardContext, finish: Finish) {
-    if !finish.killed && ctx.spool.kill(vec![finish.record]).await.is_err() {
+    if finish.killed {
+        release(ctx, finish);
+    } else {
+        ctx.finishing.borrow_mut().push(finish);
+    }
+}
+
+/// Kills the records of every finish waiting (one write each, one sync per file), then
+/// releases their references. Run by the scheduler every so often, and once at the stop.
+pub async fn finish_pending(ctx: &ShardContext) {
+    let finishes = std::mem::take(&mut *ctx.finishing.borrow_mut());
+    if finishes.is_empty() {
         return;
     }
+    let records = finishes.iter().map(|f| f.record).collect();
+    if ctx.spool.kill(records).await.is_err() {
+        // Closing: the next start finds these messages finished and kills them.
+        return;
+    }
+    for f in finishes {
+        release(ctx, f);
+    }
+}
+
+/// Releases the references of a finished message whose record is durably killed.
+fn release(ctx: &ShardContext, finish: Finish) {
     let segments = &ctx.shared.segments;
     segments.release(finish.record.segment, 1);
     segments.release_all(finish.held);

@@ -73,6 +73,9 @@ pub struct ShardContext {
     pub resolver: Resolver,
     /// Delivery work on this shard: connections open and transactions being settled.
     pub attempts: Cell<usize>,
+    /// Finished messages whose records wait to be killed together
+    /// (`outcome::settle::finish_pending`).
+    pub finishing: RefCell<Vec<crate::queue::message::Finish>>,
     /// Delivery connections open on this shard, per domain (for a fair share of each
     /// domain's limit across shards).
     pub domain_connections: RefCell<HashMap<String, u32>>,
@@ -171,6 +174,7 @@ async fn serve(
         reader: SegmentReader::new(config.spool.path.clone()),
         resolver: Resolver::new(nameservers(&config)?, DNS_TIMEOUT),
         attempts: Cell::new(0),
+        finishing: RefCell::new(Vec::new()),
         domain_connections: RefCell::new(HashMap::new()),
         shard_count: config.shard_count() as u32,
         tls: RefCell::new((0, None)),

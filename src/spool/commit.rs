@@ -95,6 +95,8 @@ struct Append {
 /// One shard's handle on its spool. Not `Send`: it lives on its shard.
 pub struct ShardSpool {
     shard: u8,
+    /// The sequence number of the segment the committer appends to, if one is open.
+    active: Rc<Cell<Option<u64>>>,
     counter: Cell<u32>,
     has_space: Cell<bool>,
     queue: mpsc::UnboundedSender<Append>,
@@ -116,8 +118,10 @@ impl ShardSpool {
             std::fs::File::open(&options.path)?.sync_all()?;
         }
         let (tx, rx) = mpsc::unbounded();
+        let active = Rc::new(Cell::new(None));
         let spool = Rc::new(ShardSpool {
             shard,
+            active: active.clone(),
             counter: Cell::new(0),
             has_space: Cell::new(free_space(&options.path)? >= options.min_free_space),
             queue: tx,
@@ -127,6 +131,7 @@ impl ShardSpool {
             options,
             next_seq: first_seq,
             active: None,
+            announced: active,
         };
         let watch = watch_free_space(Rc::downgrade(&spool), committer.options.clone());
         let task = async move {
@@ -145,6 +150,12 @@ impl ShardSpool {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         MessageId::new(micros, self.shard, n)
+    }
+
+    /// True if `segment` is the one this shard appends to now: a record killed there is
+    /// synced with the append it goes with, at no extra cost.
+    pub fn is_active(&self, segment: SegmentKey) -> bool {
+        segment.shard == self.shard && self.active.get() == Some(segment.seq)
     }
 
     /// False when free space is below `spool.min_free_space`: new mail is refused then.
@@ -197,6 +208,8 @@ struct Committer {
     options: SpoolOptions,
     next_seq: u64,
     active: Option<ActiveSegment>,
+    /// What [`ShardSpool::is_active`] reads.
+    announced: Rc<Cell<Option<u64>>>,
 }
 
 impl Committer {
@@ -339,6 +352,7 @@ impl Committer {
     }
 
     async fn close_active(&mut self) {
+        self.announced.set(None);
         if let Some(old) = self.active.take() {
             if let Err(e) = old.file.close().await {
                 fatal("closing segment", e);
@@ -373,6 +387,7 @@ impl Committer {
             }
         }
         self.active = Some(ActiveSegment { file, seq, len });
+        self.announced.set(Some(seq));
     }
 }
 
