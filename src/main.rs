@@ -294,7 +294,7 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
             pending.iter().filter(|p| p.2 <= now).map(|p| (p.0, p.1)),
         );
         let later = pending.iter().filter(|p| p.2 > now).map(|p| (p.0, p.1));
-        for (domain, job) in shared.jobs(&message, later) {
+        for (_, job) in shared.jobs(&message, later) {
             let due = job
                 .recipients
                 .iter()
@@ -306,7 +306,7 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
                 })
                 .min()
                 .unwrap_or(0);
-            deferred[held % deferred.len()].insert(due, domain, job);
+            deferred[held % deferred.len()].insert(due, job);
             held += 1;
         }
     }

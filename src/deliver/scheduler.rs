@@ -10,13 +10,14 @@ use futures_lite::future;
 
 use crate::deliver::attempt;
 use crate::outcome::settle::now_micros;
+use crate::runtime::memory;
 use crate::runtime::shard::ShardContext;
 
 /// How often the scheduler looks for work. Short enough that a message goes out within a
 /// few milliseconds of its 250; each look is a walk over the domains with ready jobs.
 const TICK: Duration = Duration::from_millis(10);
 
-/// How often unused segment maps are dropped.
+/// How often unused segment maps are dropped and freed memory is given back.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs until the shard stops.
@@ -24,8 +25,8 @@ pub async fn run(ctx: Rc<ShardContext>) {
     let mut pruned = Instant::now();
     while !ctx.stop.is_stopping() {
         let due = ctx.deferred.borrow_mut().pop_due(now_micros());
-        for (domain, job) in due {
-            ctx.shared.ready.push(&domain, job);
+        for (message, recipients) in due {
+            ctx.shared.enqueue(&message, recipients);
         }
         for queue in ctx.shared.ready.busy() {
             let policy = ctx.shared.policy(&queue.domain);
@@ -59,6 +60,7 @@ pub async fn run(ctx: Rc<ShardContext>) {
         }
         if pruned.elapsed() > PRUNE_EVERY {
             ctx.reader.prune();
+            memory::give_back();
             pruned = Instant::now();
         }
         future::or(glommio::timer::sleep(TICK), ctx.stop.wait()).await;

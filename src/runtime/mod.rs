@@ -1,5 +1,6 @@
 //! Thread-per-core: one pinned glommio executor per shard, and the way they stop.
 
+pub mod memory;
 pub mod shard;
 pub mod shared;
 pub mod shutdown;
