@@ -153,6 +153,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(config_path: Option<&Path>) -> Result<(), String> {
+    pigeon::runtime::memory::no_huge_pages();
     let config = match config_path {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::defaults(),
