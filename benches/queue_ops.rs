@@ -17,7 +17,7 @@ const OPS: u64 = 10_000;
 fn job(message: &Arc<QueuedMessage>) -> Job {
     Job {
         message: message.clone(),
-        recipients: vec![0],
+        recipients: Box::new([0]),
         attempts: 0,
     }
 }

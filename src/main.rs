@@ -153,6 +153,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(config_path: Option<&Path>) -> Result<(), String> {
+    pigeon::runtime::memory::no_huge_pages();
     let config = match config_path {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::defaults(),
@@ -297,7 +298,7 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
             pending.iter().filter(|p| p.2 <= now).map(|p| (p.0, p.1)),
         );
         let later = pending.iter().filter(|p| p.2 > now).map(|p| (p.0, p.1));
-        for (domain, job) in shared.jobs(&message, later) {
+        for (_, job) in shared.jobs(&message, later) {
             let due = job
                 .recipients
                 .iter()
@@ -309,7 +310,7 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
                 })
                 .min()
                 .unwrap_or(0);
-            deferred[held % deferred.len()].insert(due, domain, job);
+            deferred[held % deferred.len()].insert(due, job);
             held += 1;
         }
     }

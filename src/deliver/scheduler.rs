@@ -10,13 +10,14 @@ use futures_lite::future;
 
 use crate::deliver::attempt;
 use crate::outcome::settle::{self, now_micros};
+use crate::runtime::memory;
 use crate::runtime::shard::ShardContext;
 
 /// How often the scheduler looks for work. Short enough that a message goes out within a
 /// few milliseconds of its 250; each look is a walk over the domains with ready jobs.
 const TICK: Duration = Duration::from_millis(10);
 
-/// How often unused segment maps are dropped.
+/// How often unused segment maps are dropped and freed memory is given back.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
 /// How long finished messages may wait for their records to be killed together, and how
@@ -41,8 +42,8 @@ pub async fn run(ctx: Rc<ShardContext>) {
             .detach();
         }
         let due = ctx.deferred.borrow_mut().pop_due(now_micros());
-        for (domain, job) in due {
-            ctx.shared.ready.push(&domain, job);
+        for (message, recipients) in due {
+            ctx.shared.enqueue(&message, recipients);
         }
         for queue in ctx.shared.ready.busy() {
             let policy = ctx.shared.policy(&queue.domain);
@@ -76,6 +77,7 @@ pub async fn run(ctx: Rc<ShardContext>) {
         }
         if pruned.elapsed() > PRUNE_EVERY {
             ctx.reader.prune();
+            memory::give_back();
             pruned = Instant::now();
         }
         future::or(glommio::timer::sleep(TICK), ctx.stop.wait()).await;

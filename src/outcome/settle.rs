@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::outcome::dsn::{self, Action, RecipientReport, Report};
 use crate::outcome::log::LogEvent;
-use crate::queue::message::{domain_of, Finish, Job, QueuedMessage};
+use crate::queue::message::{Finish, Job, QueuedMessage};
 use crate::queue::retry::{backoff, expired};
 use crate::runtime::shard::ShardContext;
 use crate::session::data::{unstuff, BdatEncoder};
@@ -173,21 +173,18 @@ pub async fn settle(
             deferred.push(d.index);
         }
     }
-    if let Some(&first) = deferred.first() {
+    if !deferred.is_empty() {
         let due = decided
             .iter()
             .map(|d| d.next_attempt_micros)
             .filter(|&t| t > 0)
             .min();
-        let domain = domain_of(&message.recipients[first as usize]);
         let retry = Job {
             message: message.clone(),
-            recipients: deferred,
+            recipients: deferred.into(),
             attempts,
         };
-        ctx.deferred
-            .borrow_mut()
-            .insert(due.unwrap_or(now), domain, retry);
+        ctx.deferred.borrow_mut().insert(due.unwrap_or(now), retry);
         compact::after_deferral(ctx, message);
     }
     if let Some(f) = finished {

@@ -13,6 +13,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::queue::recipients::Recipients;
 use crate::smtp::dsn::{MailDsn, RcptDsn};
 use crate::spool::commit::Location;
 use crate::spool::record::{MessageId, OutcomeKind};
@@ -101,7 +102,7 @@ pub struct QueuedMessage {
     /// The reverse-path; empty for `<>`.
     pub sender: String,
     /// All recipients, in record order (jobs refer to them by index).
-    pub recipients: Vec<String>,
+    pub recipients: Recipients,
     /// Delivery needs SMTPUTF8.
     pub smtputf8: bool,
     /// The content has 8-bit octets: delivery needs 8BITMIME.
@@ -120,7 +121,8 @@ pub struct QueuedMessage {
 
 impl QueuedMessage {
     /// A message whose record is at `segment`/`offset`, written at `received_micros` (or
-    /// later), with one state per recipient (0: not final; see [`Place`]).
+    /// later), with one state per recipient (0: not final; see [`Place`]). The recipients
+    /// are copied into a [`Recipients`] store.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: MessageId,
@@ -149,7 +151,7 @@ impl QueuedMessage {
             }),
             received_micros,
             sender,
-            recipients,
+            recipients: recipients.iter().collect(),
             smtputf8,
             eight_bit,
             size,
@@ -328,8 +330,9 @@ impl QueuedMessage {
 pub struct Job {
     /// The message.
     pub message: Arc<QueuedMessage>,
-    /// Indices into `message.recipients`.
-    pub recipients: Vec<u32>,
+    /// Indices into `message.recipients`. Boxed, not a `Vec`: a job never grows, and a
+    /// queued job's size is a queued recipient's cost when a list spans many domains.
+    pub recipients: Box<[u32]>,
     /// Attempts already made for these recipients.
     pub attempts: u32,
 }
@@ -339,7 +342,7 @@ impl Job {
     pub fn addresses(&self) -> impl Iterator<Item = &str> {
         self.recipients
             .iter()
-            .map(|&i| self.message.recipients[i as usize].as_str())
+            .map(|&i| &self.message.recipients[i as usize])
     }
 }
 
@@ -369,7 +372,7 @@ pub fn jobs_for(
         for chunk in indices.chunks(limit) {
             let job = Job {
                 message: message.clone(),
-                recipients: chunk.to_vec(),
+                recipients: chunk.into(),
                 attempts,
             };
             jobs.push((domain.clone(), job));
@@ -403,7 +406,7 @@ mod tests {
         let jobs = jobs_for(&m, (0..5).map(|i| (i, 0)), |_| 3);
         let shape: Vec<(&str, Vec<u32>)> = jobs
             .iter()
-            .map(|(d, j)| (d.as_str(), j.recipients.clone()))
+            .map(|(d, j)| (d.as_str(), j.recipients.to_vec()))
             .collect();
         assert_eq!(
             shape,

@@ -3,6 +3,7 @@
 //!
 //! - `message`: a queued message shared by every shard, and a [`message::Job`]: some of
 //!   its recipients at one domain.
+//! - `recipients`: a message's addresses in one compact store.
 //! - `ready`: lock-free per-domain ready queues that every shard drains.
 //! - `deferred`: a shard's timer of jobs waiting for their retry time.
 //! - `retry`: the backoff schedule with jitter, and expiry.
@@ -12,4 +13,5 @@ pub mod deferred;
 pub mod limits;
 pub mod message;
 pub mod ready;
+pub mod recipients;
 pub mod retry;

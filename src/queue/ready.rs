@@ -157,7 +157,7 @@ mod tests {
         );
         Job {
             message: Arc::new(m),
-            recipients: vec![0],
+            recipients: Box::new([0]),
             attempts: 0,
         }
     }

@@ -1,6 +1,7 @@
 //! Thread-per-core: one pinned glommio executor per shard, and the way they stop.
 
 pub mod conn;
+pub mod memory;
 pub mod shard;
 pub mod shared;
 pub mod shutdown;
