@@ -51,7 +51,10 @@ pub async fn settle(
     next_hop_dsn: bool,
     results: Vec<(u32, Reply)>,
 ) {
-    if results.is_empty() {
+    // Nothing is recorded for a message already finished (its record may be killed and
+    // its references gone): outcome records written now would hold references that no
+    // finish would ever release.
+    if results.is_empty() || job.message.remaining() == 0 {
         return;
     }
     let now = now_micros();

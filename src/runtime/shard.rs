@@ -206,6 +206,8 @@ async fn serve(
     while (ctx.sessions.get() > 0 || ctx.attempts.get() > 0) && Instant::now() < give_up {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
+    // Settles that ended after the scheduler's last look left finishes waiting.
+    crate::outcome::settle::finish_pending(&ctx).await;
     if ctx.sessions.get() > 0 {
         tracing::warn!(
             shard = id,

@@ -70,8 +70,9 @@ async fn copy_forward(ctx: Rc<ShardContext>, message: Arc<QueuedMessage>, mv: Mo
         offset: mv.offset,
     };
     if ctx.spool.kill(vec![old]).await.is_err() {
-        // Closing: both copies stay live, and the next start keeps one of them.
-        message.moved();
+        // Closing: both copies stay live. The move stays marked as under way, so nobody
+        // releases anything of this message from now on; the next start keeps one copy,
+        // kills the other, and counts every outcome record.
         return;
     }
     if let Some(f) = land(&ctx.shared.segments, &message, old, mv.before) {

@@ -108,16 +108,15 @@ impl SpooledMessage {
         self.states.iter().all(RecipientState::is_final)
     }
 
-    /// The references its outcome and settled records hold (see [`Held`]): all but those
-    /// in the segments of older copies. Those were written before the copy away from them
-    /// was made (it needs a sealed segment) and registered before its snapshot, so the
-    /// newer copy's settled record repeats every final state in them, and the old segment
-    /// can go once its copy is killed.
+    /// The references its outcome and settled records hold (see [`Held`]): all of them.
+    /// Killed copies replay as nothing, so two copies are found only when a copy forward
+    /// was cut short before the old one was killed; which of them is the newer cannot be
+    /// told from the segment order (a copy lands in whichever shard deferred the message),
+    /// so every outcome and settled record is kept until the message is finished.
     pub fn held(&self) -> Held {
-        let older = |s: &SegmentKey| *s != self.segment && self.copies.iter().any(|c| c.0 == *s);
         let mut held = Held::new();
-        for s in self.outcome_segments.iter().filter(|s| !older(s)) {
-            hold(&mut held, *s, 1);
+        for &s in &self.outcome_segments {
+            hold(&mut held, s, 1);
         }
         held
     }
@@ -378,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn held_references_delete_old_copies_and_keep_what_is_needed() {
+    fn stale_copies_are_killed_and_live_outcomes_held() {
         let dir = tempfile::tempdir().unwrap();
         let spool = dir.path();
         let (live, done) = (MessageId::new(1_000, 0, 1), MessageId::new(1_000, 0, 2));
@@ -434,8 +433,20 @@ mod tests {
                 seq: s.seq,
             });
         }
-        assert!(!segment_path(spool, 0, 0).exists(), "old copies kept");
-        assert!(segment_path(spool, 1, 0).exists() && segment_path(spool, 1, 1).exists());
+        // (0, 0) holds an outcome of `live` (every outcome record of a live message is kept
+        // until it finishes); (1, 0) its copy, (1, 1) its deferral.
+        for seq in [(0, 0), (1, 0), (1, 1)] {
+            assert!(
+                segment_path(spool, seq.0, seq.1).exists(),
+                "{seq:?} deleted"
+            );
+        }
+        // Finished: its references go, and every segment with them.
+        segments.release(SegmentKey { shard: 0, seq: 0 }, 1);
+        assert!(
+            !segment_path(spool, 0, 0).exists(),
+            "the killed copies' segment kept"
+        );
         // What is left replays to the same states; the finished message is gone for good.
         let again = replay(spool).unwrap();
         assert_eq!(again.messages[&live].states, r.messages[&live].states);

@@ -83,7 +83,9 @@ impl Segments {
         let Some(c) = self.counts.get(&key).map(|e| e.value().clone()) else {
             return;
         };
-        if c.refs.fetch_sub(n, Ordering::AcqRel) == n && c.sealed.load(Ordering::Acquire) {
+        // SeqCst here and in `seal`: each side writes one flag and reads the other's (the
+        // store-buffer pattern), and only a total order makes sure one of them sees both.
+        if c.refs.fetch_sub(n, Ordering::SeqCst) == n && c.sealed.load(Ordering::SeqCst) {
             self.delete(key, &c);
         }
     }
@@ -98,8 +100,8 @@ impl Segments {
     /// Marks a segment as no longer appended to; deletes it at once if nothing is live.
     pub fn seal(&self, key: SegmentKey) {
         let c = self.counter(key);
-        c.sealed.store(true, Ordering::Release);
-        if c.refs.load(Ordering::Acquire) <= 0 {
+        c.sealed.store(true, Ordering::SeqCst);
+        if c.refs.load(Ordering::SeqCst) <= 0 {
             self.delete(key, &c);
         }
     }
