@@ -36,6 +36,7 @@ PIGEON=$!
 trap 'kill $PIGEON $SINK 2>/dev/null || true' EXIT
 sleep 3
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$PIGEON/status"; }
+parts() { grep -E "RssAnon|RssFile" "/proc/$PIGEON/status" | tr -s " \t" " " | tr "\n" " "; echo; }
 deferred() { grep -c '"deferred"' "$D/delivery.log" 2>/dev/null || true; }
 wait_deferred() {
     for _ in $(seq 1 600); do
@@ -46,19 +47,19 @@ wait_deferred() {
     exit 1
 }
 base=$(rss)
-echo "base: $base kB"
+echo "base: $base kB ($(parts))"
 "$B/pigeon-load" blast --target 127.0.8.3:27001 --sessions 10 --messages 1000 --recipients 100 \
     --domains 100 --max-seconds 300 > /dev/null 2>&1
 wait_deferred 100000
 sleep 8
 r=$(rss)
-echo "100,000 recipients: $r kB, $(( (r - base) * 1024 / 100000 )) bytes each beyond the base"
+echo "100,000 recipients: $r kB, $(( (r - base) * 1024 / 100000 )) bytes each beyond the base ($(parts))"
 "$B/pigeon-load" blast --target 127.0.8.3:27001 --sessions 10 --messages 9000 --recipients 100 \
     --domains 100 --first-recipient 100000 --max-seconds 600 > /dev/null 2>&1
 wait_deferred 1000000
 sleep 8
 r=$(rss)
-echo "1,000,000 recipients: $r kB, $(( (r - base) * 1024 / 1000000 )) bytes each beyond the base"
+echo "1,000,000 recipients: $r kB, $(( (r - base) * 1024 / 1000000 )) bytes each beyond the base ($(parts))"
 sleep 30
 r=$(rss)
 echo "30 s later: $r kB, $(( (r - base) * 1024 / 1000000 )) bytes each beyond the base"
