@@ -233,7 +233,7 @@ impl Committer {
             }
             let locations = self.write_batch(&mut batch).await;
             let records: u32 = batch.iter().map(|a| a.records).sum();
-            if let Some(first) = locations.first() {
+            if let Some(first) = locations.first().filter(|_| records > 0) {
                 // Before anyone learns of these records, so a segment is never deleted
                 // under a record whose owner has not yet counted it.
                 self.options.segments.add(first.segment, i64::from(records));
@@ -251,14 +251,35 @@ impl Committer {
     }
 
     async fn write_batch(&mut self, batch: &mut [Append]) -> Vec<Location> {
-        let needs_new = self
-            .active
-            .as_ref()
-            .is_none_or(|a| a.len >= self.options.segment_size);
+        // A batch of kills alone appends nothing: it needs no new segment.
+        let appends = batch.iter().any(|a| !a.parts.is_empty());
+        let needs_new = appends
+            && self
+                .active
+                .as_ref()
+                .is_none_or(|a| a.len >= self.options.segment_size);
         if needs_new {
             self.open_segment().await;
         }
-        let active = self.active.as_mut().expect("segment opened above");
+        let always = self.options.fsync == FsyncPolicy::Always;
+        let Some(active) = self.active.as_mut() else {
+            // No segment open and nothing to append: only kills, all elsewhere.
+            let kills: Vec<Location> = batch
+                .iter_mut()
+                .flat_map(|a| std::mem::take(&mut a.kills))
+                .collect();
+            if !kills.is_empty() {
+                self.kill_elsewhere(kills, always).await;
+            }
+            let nowhere = Location {
+                segment: SegmentKey {
+                    shard: self.shard,
+                    seq: self.next_seq,
+                },
+                offset: 0,
+            };
+            return vec![nowhere; batch.len()];
+        };
         let mut locations = Vec::with_capacity(batch.len());
         let mut buf = Vec::new();
         let mut pos = active.len;
@@ -296,7 +317,6 @@ impl Committer {
                 elsewhere.push(kill);
             }
         }
-        let always = self.options.fsync == FsyncPolicy::Always;
         if always {
             if let Err(e) = active.file.fdatasync().await {
                 fatal("fdatasync", e);
