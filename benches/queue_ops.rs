@@ -29,7 +29,7 @@ fn message() -> Arc<QueuedMessage> {
         16,
         0,
         "list@src.test".into(),
-        vec!["a@gmail.test".into()],
+        ["a@gmail.test"],
         false,
         false,
         5120,

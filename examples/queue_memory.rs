@@ -69,7 +69,7 @@ fn main() {
                     let g = m * 100 + k;
                     format!("u{g}@d{}.test", g % 100)
                 })
-                .collect();
+                .collect::<Vec<String>>();
             Arc::new(QueuedMessage::new(
                 MessageId::new(1, 0, m as u32),
                 SegmentKey { shard: 0, seq: 1 },

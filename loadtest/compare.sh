@@ -262,7 +262,10 @@ run() {
         --max-seconds "$RUN_CAP" --json "$WORK/$name.blast.json" "$@" \
         2>"$WORK/$name.blast.err" || log "$name: blast failed (see $WORK/$name.blast.err)"
     wait_sink
-    t1=$(date +%s.%N)
+    # The end is when the sink saw the last recipient, not when it exited: it then waits
+    # up to a second for open connections (an MTA's cached ones) before it reports.
+    t1=$(jq -r '.reached_unix // 0' "$WORK/$name.sink.json" 2>/dev/null || echo 0)
+    if [[ $t1 == 0 || $t1 == null ]]; then t1=$(date +%s.%N); fi
 
     local cpu1=0 rss=0
     case $mta in

@@ -24,11 +24,13 @@
 //!
 //! - [`smtp`]: the grammar (commands, replies, addresses). Pure.
 //! - [`session`]: the server side: state machine, DATA/BDAT scanners, driver.
-//! - [`spool`]: record format, writer, recovery, replay, segment lifetimes, inspection.
+//! - [`spool`]: record format, writer, recovery, replay, segment lifetimes, compaction,
+//!   inspection.
 //! - [`queue`]: ready and deferred jobs, retry schedule, rate limits.
 //! - [`deliver`]: scheduler, attempts, routes, DNS resolver, SMTP client.
 //! - [`outcome`]: settling results, bounces (DSN), the delivery log.
-//! - [`accept`], [`runtime`]: sockets and executors.
+//! - [`accept`], [`runtime`]: listeners, admission limits and server TLS; executors,
+//!   shared state, connections and stopping.
 //! - [`auth`]: SMTP AUTH's users file and failure counts (the SASL exchange is in
 //!   [`session`]).
 //! - [`dkim`]: DKIM signing (RFC 6376, RFC 8463). Pure.

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 
@@ -11,6 +10,7 @@ use pigeon::config::Config;
 use pigeon::outcome::log::DeliveryLog;
 use pigeon::queue::deferred::Deferred;
 use pigeon::queue::message::QueuedMessage;
+use pigeon::queue::retry::now_micros;
 use pigeon::runtime::shard;
 use pigeon::runtime::shared::Shared;
 use pigeon::runtime::shutdown::{spawn_signal_thread, StopFlag};
@@ -240,10 +240,7 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
 /// references the records hold; segments with none are deleted.
 fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(), String> {
     let replayed = replay(spool).map_err(|e| format!("replaying {}: {e}", spool.display()))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64;
+    let now = now_micros();
     let (mut messages, mut recipients, mut held) = (0usize, 0usize, 0usize);
     // Finished messages whose kill was cut short, and copies a copy forward left behind,
     // are killed now, durably, before any reference is counted: every segment is sealed
@@ -279,7 +276,7 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
                 m.offset,
                 m.received_micros,
                 m.sender.clone(),
-                m.recipients.clone(),
+                &m.recipients,
                 m.smtputf8,
                 m.eight_bit,
                 m.size,
@@ -385,10 +382,7 @@ fn dkim_keygen(
 
 fn queue_list(spool: &Path) -> Result<(), String> {
     let messages = queued_messages(spool).map_err(|e| format!("{}: {e}", spool.display()))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let now = now_micros() / 1_000_000;
     let mut recipients = 0;
     println!(
         "{:<20} {:>10} {:>5}  SENDER / RECIPIENTS",
@@ -430,10 +424,7 @@ fn queue_show(spool: &Path, id: &str, body_only: bool) -> Result<(), String> {
         .iter()
         .find(|m| m.id == parsed)
         .ok_or_else(|| format!("{id}: not in the queue"))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let now = now_micros() / 1_000_000;
     let received = m.received_micros / 1_000_000;
     println!("id: {}", m.id);
     println!(

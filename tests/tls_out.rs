@@ -150,19 +150,12 @@ fn send(pigeon: &Pigeon, to: &str) {
     send_sized(pigeon, to, 0);
 }
 
-fn log_events(pigeon: &Pigeon) -> Vec<serde_json::Value> {
-    pigeon
-        .delivery_log()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("delivery log line is JSON"))
-        .collect()
-}
-
 /// The first delivery log event for `recipient` other than `received`, waiting at most 20 s.
 fn outcome(pigeon: &Pigeon, recipient: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(e) = log_events(pigeon)
+        if let Some(e) = pigeon
+            .delivery_events()
             .into_iter()
             .find(|e| e["recipient"] == recipient && e["event"] != "received")
         {
@@ -280,7 +273,8 @@ fn required_defers_when_starttls_is_not_offered_or_fails() {
     );
     // Retries (every second) keep deferring; nothing ever goes out in plain text.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while log_events(&pigeon)
+    while pigeon
+        .delivery_events()
         .iter()
         .filter(|e| e["event"] == "deferred")
         .count()
@@ -290,7 +284,8 @@ fn required_defers_when_starttls_is_not_offered_or_fails() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(sink.transactions().is_empty());
-    assert!(log_events(&pigeon)
+    assert!(pigeon
+        .delivery_events()
         .iter()
         .all(|e| e["event"] != "delivered"));
 }

@@ -151,11 +151,7 @@ impl Admission {
     /// Whether per-client limits (here and per session) spare `ip`.
     pub fn is_exempt(&self, ip: IpAddr) -> bool {
         // The address itself, not its /64: an exempt network may be a single IPv6 host.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.exempt.iter().any(|n| n.contains(&ip))
+        in_networks(&self.exempt, ip)
     }
 
     /// Connections open now, all clients together.
@@ -200,6 +196,16 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
             None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
         },
     }
+}
+
+/// Whether `ip` is in one of `nets`, an IPv4-mapped IPv6 address counting as its IPv4
+/// address (a dual-stack listener reports IPv4 clients that way).
+pub fn in_networks(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    nets.iter().any(|n| n.contains(&ip))
 }
 
 /// One admitted connection: dropping it gives the connection back to the counts.

@@ -23,6 +23,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::accept::limits::client_key;
+
 /// Entries kept per map (addresses, users) before the oldest are evicted.
 pub const MAX_KEYS: usize = 65_536;
 
@@ -136,19 +138,6 @@ impl Failures {
         }
         e.count += 1;
         e.last = now;
-    }
-}
-
-/// The key an address is counted under: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its
-/// /64, since one host commonly holds a whole /64 and could otherwise use a fresh
-/// address for every attempt.
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & (u128::MAX << 64)).into()),
-        },
-        v4 => v4,
     }
 }
 

@@ -1,7 +1,8 @@
 //! SMTP AUTH's server-side checks: the users file ([`credentials`]) and the failure counts
 //! that stop password guessing ([`failures`]), behind one [`Authenticator`] every shard
-//! shares. The SASL exchange itself is sans-io, in `session::auth`; the session never sees
-//! this module, it asks its driver through `Event::Authenticate`.
+//! shares. The SASL exchange itself is sans-io, in `session::auth`; the session never
+//! touches the users file or the counts: it asks its driver through
+//! `Event::Authenticate` and gets a [`Verdict`] back.
 
 pub mod credentials;
 pub mod failures;

@@ -16,10 +16,10 @@ use crate::config::DomainPolicy;
 use crate::deliver::client::driver::{Connection, TlsUse};
 use crate::deliver::client::state::Envelope;
 use crate::deliver::route::next_hops;
-use crate::outcome::settle::{expire, now_micros, settle};
+use crate::outcome::settle::{expire, settle};
 use crate::queue::message::Job;
 use crate::queue::ready::DomainQueue;
-use crate::queue::retry::expired;
+use crate::queue::retry::{expired, now_micros};
 use crate::runtime::shard::ShardContext;
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::spool::compact::read_content;
@@ -63,7 +63,7 @@ async fn deliver(ctx: &Rc<ShardContext>, queue: &DomainQueue, policy: &DomainPol
     };
     let hops = match next_hops(ctx, &queue.domain, policy).await {
         Ok(h) => h,
-        Err(reply) => return fail(ctx, job, None, None, reply).await,
+        Err(reply) => return fail_domain(ctx, queue, job, reply).await,
     };
     let helo = ctx.session.hostname.clone();
     let mut last_error = None;
@@ -101,7 +101,7 @@ async fn deliver(ctx: &Rc<ShardContext>, queue: &DomainQueue, policy: &DomainPol
                 format!("no address to deliver to for {}", queue.domain),
             )
         });
-        return fail(ctx, job, None, None, reply).await;
+        return fail_domain(ctx, queue, job, reply).await;
     };
     let host = conn.host.clone();
     let mut sent = 0;
@@ -146,7 +146,7 @@ async fn deliver(ctx: &Rc<ShardContext>, queue: &DomainQueue, policy: &DomainPol
                 // The next transaction on this connection does not wait for these outcomes
                 // to be durable (a sync): they are settled by a task of their own.
                 let dsn = conn.offers_dsn();
-                settle_apart(ctx, job, host.clone(), conn.tls, dsn, results);
+                settle_apart(ctx, job, Some(host.clone()), conn.tls, dsn, results);
             }
             Err((reply, pending)) => {
                 // The transaction did not finish: every recipient in it gets the failure
@@ -207,7 +207,7 @@ async fn take_or_wait(ctx: &Rc<ShardContext>, queue: &DomainQueue) -> Option<Job
 fn settle_apart(
     ctx: &Rc<ShardContext>,
     job: Job,
-    host: String,
+    host: Option<String>,
     tls: Option<&'static str>,
     next_hop_dsn: bool,
     results: Vec<(u32, Reply)>,
@@ -215,7 +215,7 @@ fn settle_apart(
     ctx.attempts.set(ctx.attempts.get() + 1);
     let ctx = ctx.clone();
     glommio::spawn_local(async move {
-        settle(&ctx, job, Some(&host), tls, next_hop_dsn, results).await;
+        settle(&ctx, job, host.as_deref(), tls, next_hop_dsn, results).await;
         ctx.attempts.set(ctx.attempts.get() - 1);
     })
     .detach();
@@ -232,6 +232,18 @@ async fn take(ctx: &Rc<ShardContext>, queue: &DomainQueue) -> Option<Job> {
         return Some(job);
     }
     None
+}
+
+/// The domain cannot be reached now (its route did not resolve, or no host took a
+/// connection): `job` and every job already waiting for the domain get `reply`, as
+/// Postfix treats a dead destination, instead of each paying for the same lookup or the
+/// same connect timeouts on a connection of its own.
+async fn fail_domain(ctx: &Rc<ShardContext>, queue: &DomainQueue, job: Job, reply: Reply) {
+    fail(ctx, job, None, None, reply.clone()).await;
+    while let Some(job) = take(ctx, queue).await {
+        let results = job.recipients.iter().map(|&i| (i, reply.clone())).collect();
+        settle_apart(ctx, job, None, None, false, results);
+    }
 }
 
 async fn fail(

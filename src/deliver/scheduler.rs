@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 
 use crate::deliver::attempt;
-use crate::outcome::settle::{self, now_micros};
+use crate::outcome::settle;
+use crate::queue::retry::now_micros;
 use crate::runtime::memory;
 use crate::runtime::shard::ShardContext;
 

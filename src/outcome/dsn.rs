@@ -492,7 +492,7 @@ fn choose_boundary(report: &Report, message_id: &str, now_unix: u64, parts: &[&[
         ^ now_unix.rotate_left(42)
         ^ report.original.len() as u64;
     loop {
-        state = splitmix64(state);
+        state = crate::queue::retry::splitmix(state);
         // Only bchars (RFC 2046 §5.1.1), at most 56 of the 70 allowed; '/' needs the quotes
         // the Content-Type line puts around it.
         let candidate = format!("{qid}.{state:016x}/pigeon");
@@ -650,14 +650,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// One step of SplitMix64: spreads the seed's bits and gives the next candidate.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// `fmt::Write` into a byte vector, so `write!` can append boundary lines to the output.

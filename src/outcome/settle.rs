@@ -9,12 +9,12 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::outcome::dsn::{self, Action, RecipientReport, Report};
 use crate::outcome::log::LogEvent;
 use crate::queue::message::{Finish, Job, QueuedMessage};
-use crate::queue::retry::{backoff, expired};
+use crate::queue::retry::{backoff, expired, now_micros};
 use crate::runtime::shard::ShardContext;
 use crate::session::data::{unstuff, BdatEncoder};
 use crate::session::envelope::{Envelope, Recipient};
@@ -23,14 +23,6 @@ use crate::smtp::reply::{Enhanced, Reply};
 use crate::spool::compact;
 use crate::spool::record::{encode_message, encode_outcome, MessageId, OutcomeKind, OutcomeRecord};
 use crate::spool::replay::SegmentKey;
-
-/// Microseconds since the epoch.
-pub fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64
-}
 
 struct Decided {
     index: u32,
@@ -191,7 +183,7 @@ pub async fn settle(
         compact::after_deferral(ctx, message);
     }
     if let Some(f) = finished {
-        finish(ctx, f).await;
+        finish(ctx, f);
     }
 }
 
@@ -200,7 +192,7 @@ pub async fn settle(
 /// [`finish_pending`] to do it together with others: the outcome records already on disk
 /// say the message is finished, so nothing is lost meanwhile, and a restart kills what
 /// was still waiting.
-pub async fn finish(ctx: &ShardContext, finish: Finish) {
+pub fn finish(ctx: &ShardContext, finish: Finish) {
     if finish.killed {
         release(ctx, finish);
     } else {

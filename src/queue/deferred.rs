@@ -109,7 +109,7 @@ mod tests {
             16,
             0,
             "s@x.test".into(),
-            recipients.iter().map(|r| r.to_string()).collect(),
+            recipients,
             false,
             false,
             100,

@@ -6,7 +6,8 @@
 //! connection limit allows, so one hot domain (40% of a list at gmail.com) is served by
 //! every core, not by the shard that happened to accept the message.
 //!
-//! A job goes into the lane of the shard whose spool holds its message record, and a
+//! A job goes into the lane of the shard that received its message (and so wrote its
+//! record; the id says which, so pushing takes no lock), and a
 //! shard takes from its own lane first and from the others only when its own is empty
 //! (work stealing). So as long as every shard has work, a message is delivered by the
 //! shard that wrote it: its content is read from that shard's own maps, and the kill of
@@ -40,9 +41,10 @@ impl DomainQueue {
         }
     }
 
-    /// Adds a job at the back of the lane of the shard holding its message record.
+    /// Adds a job at the back of the lane of the shard that received its message (which
+    /// wrote its record; a copy forward may since have moved it, rarely and late).
     pub fn push(&self, job: Job) {
-        let shard = usize::from(job.message.location().0.shard);
+        let shard = usize::from(job.message.id.shard());
         self.lanes[shard % self.lanes.len()].push(job);
     }
 
@@ -141,7 +143,7 @@ mod tests {
 
     fn job(n: u32) -> Job {
         let m = QueuedMessage::new(
-            MessageId::new(1, 0, n),
+            MessageId::new(1, (n % 4) as u8, n),
             SegmentKey {
                 shard: (n % 4) as u8,
                 seq: 0,
@@ -149,7 +151,7 @@ mod tests {
             0,
             0,
             String::new(),
-            vec!["a@a.test".into()],
+            ["a@a.test"],
             false,
             false,
             0,
@@ -213,9 +215,9 @@ mod tests {
         for n in [0, 1, 2, 3] {
             q.push(job(n));
         }
-        // Records on shards 0, 1, 2, 3: with two lanes, 0 and 2 go to lane 0, 1 and 3 to 1.
+        // Received by shards 0, 1, 2, 3: with two lanes, 0 and 2 go to lane 0, 1 and 3 to 1.
         let order: Vec<u32> = std::iter::from_fn(|| q.pop(1))
-            .map(|j| u32::from(j.message.location().0.shard))
+            .map(|j| u32::from(j.message.id.shard()))
             .collect();
         assert_eq!(order, vec![1, 3, 0, 2]);
         assert!(q.is_empty());

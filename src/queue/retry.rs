@@ -1,6 +1,14 @@
 //! When to try again: the configured schedule with jitter, and when to give up.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Microseconds since the epoch: the unit of every time the queue and the spool keep.
+pub fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
 
 /// The delay before attempt `attempts + 1`, given `attempts` made: the schedule's entry
 /// for that attempt (the last one repeats), spread by ±10% so that recipients deferred
@@ -26,7 +34,8 @@ pub fn expired(received_micros: u64, max_age: Duration, now_micros: u64) -> bool
     now_micros.saturating_sub(received_micros) > max_age.as_micros() as u64
 }
 
-fn splitmix(mut z: u64) -> u64 {
+/// One step of SplitMix64: spreads a seed's bits (for jitter, and for MIME boundaries).
+pub(crate) fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

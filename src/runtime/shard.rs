@@ -29,20 +29,20 @@ use crate::spool::read::SegmentReader;
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The nameservers from `dns.nameservers`, else /etc/resolv.conf.
-fn nameservers(config: &crate::config::Config) -> std::io::Result<Vec<SocketAddr>> {
+fn nameservers(config: &crate::config::Config) -> Vec<SocketAddr> {
     if config.dns.nameservers.is_empty() {
-        return Ok(Resolver::system_nameservers().unwrap_or_else(|e| {
+        return Resolver::system_nameservers().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "no nameservers in /etc/resolv.conf; using 127.0.0.1:53");
             vec![SocketAddr::from(([127, 0, 0, 1], 53))]
-        }));
+        });
     }
     // Validated at start.
-    Ok(config
+    config
         .dns
         .nameservers
         .iter()
         .filter_map(|n| crate::config::parse_nameserver(n))
-        .collect())
+        .collect()
 }
 
 /// What every task on a shard shares: owned by the shard, handed out as `Rc`.
@@ -91,11 +91,7 @@ pub struct ShardContext {
 impl ShardContext {
     /// Whether a client at `ip` may relay to any domain.
     pub fn may_relay(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.relay_networks.iter().any(|n| n.contains(&ip))
+        crate::accept::limits::in_networks(&self.relay_networks, ip)
     }
 
     /// The acceptor for a TLS handshake starting now: rebuilt when SIGHUP has loaded a
@@ -172,7 +168,7 @@ async fn serve(
         shared,
         deferred: RefCell::new(deferred),
         reader: SegmentReader::new(config.spool.path.clone()),
-        resolver: Resolver::new(nameservers(&config)?, DNS_TIMEOUT),
+        resolver: Resolver::new(nameservers(&config), DNS_TIMEOUT),
         attempts: Cell::new(0),
         finishing: RefCell::new(Vec::new()),
         domain_connections: RefCell::new(HashMap::new()),

@@ -1,6 +1,7 @@
 //! The glommio loop around a [`Session`]: socket bytes in, replies out, messages to the
-//! spool. Everything SMTP is decided by the session; this file only moves bytes, applies
-//! read timeouts, and waits for the spool.
+//! spool. Everything SMTP is decided by the session; this file moves bytes, applies the
+//! read deadlines, runs TLS handshakes and password checks the session asks for, and
+//! stores each message (DKIM signature, spool record, queue, delivery log).
 //!
 //! Three clocks bound a session, so that a client trickling one byte at a time cannot hold
 //! it open: a command line must be complete within `timeouts.command` of the moment the
@@ -294,11 +295,7 @@ async fn store(
         .await
         .map_err(|e| e.reply())?;
     let sender = envelope.sender.as_ref().map_or("", |s| s.as_str());
-    let recipients = envelope
-        .recipients
-        .iter()
-        .map(|r| r.mailbox.as_str().to_owned())
-        .collect();
+    let recipients = envelope.recipients.iter().map(|r| r.mailbox.as_str());
     let message = QueuedMessage::new(
         id,
         location.segment,

@@ -20,7 +20,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_channel::{mpsc, oneshot};
 use futures_lite::{future, StreamExt};
@@ -146,10 +146,7 @@ impl ShardSpool {
     pub fn next_id(&self) -> MessageId {
         let n = self.counter.get().wrapping_add(1);
         self.counter.set(n);
-        let micros = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        MessageId::new(micros, self.shard, n)
+        MessageId::new(crate::queue::retry::now_micros(), self.shard, n)
     }
 
     /// True if `segment` is the one this shard appends to now: a record killed there is
@@ -215,11 +212,17 @@ struct Committer {
 impl Committer {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Append>) {
         loop {
-            let next = future::or(async { Some(rx.next().await) }, async {
-                glommio::timer::sleep(IDLE_CHECK).await;
-                None
-            });
-            let first = match next.await {
+            // The idle check is only for an open segment: no timer while none is.
+            let next = if self.active.is_some() {
+                future::or(async { Some(rx.next().await) }, async {
+                    glommio::timer::sleep(IDLE_CHECK).await;
+                    None
+                })
+                .await
+            } else {
+                Some(rx.next().await)
+            };
+            let first = match next {
                 Some(Some(first)) => first,
                 Some(None) => break,
                 None => {
@@ -310,14 +313,17 @@ impl Committer {
             seq: active.seq,
         };
         let mut elsewhere: Vec<Location> = Vec::new();
+        // A batch that only kills records in older segments has nothing to sync here.
+        let mut touched = pos != active.len;
         for kill in batch.iter_mut().flat_map(|a| std::mem::take(&mut a.kills)) {
             if kill.segment == active_key {
                 kill_at(&active.file, kill.offset).await;
+                touched = true;
             } else {
                 elsewhere.push(kill);
             }
         }
-        if always {
+        if always && touched {
             if let Err(e) = active.file.fdatasync().await {
                 fatal("fdatasync", e);
             }

@@ -20,8 +20,9 @@ use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::outcome::settle::{self, now_micros};
+use crate::outcome::settle;
 use crate::queue::message::{Finish, Held, Move, QueuedMessage};
+use crate::queue::retry::now_micros;
 use crate::runtime::shard::ShardContext;
 use crate::spool::commit::Location;
 use crate::spool::read::{Content, SegmentReader};
@@ -47,7 +48,7 @@ async fn copy_forward(ctx: Rc<ShardContext>, message: Arc<QueuedMessage>, mv: Mo
         Err(e) => {
             tracing::warn!(id = %message.id, error = %e, "cannot read a record to copy forward");
             if let Some(f) = message.move_failed(mv.before) {
-                settle::finish(&ctx, f).await;
+                settle::finish(&ctx, f);
             }
             return;
         }
@@ -60,7 +61,7 @@ async fn copy_forward(ctx: Rc<ShardContext>, message: Arc<QueuedMessage>, mv: Mo
     let Ok(at) = ctx.spool.append(parts, 2).await else {
         // The spool is closing and wrote nothing: the message stays where it was.
         if let Some(f) = message.move_failed(mv.before) {
-            settle::finish(&ctx, f).await;
+            settle::finish(&ctx, f);
         }
         return;
     };
@@ -76,7 +77,7 @@ async fn copy_forward(ctx: Rc<ShardContext>, message: Arc<QueuedMessage>, mv: Mo
         return;
     }
     if let Some(f) = land(&ctx.shared.segments, &message, old, mv.before) {
-        settle::finish(&ctx, f).await;
+        settle::finish(&ctx, f);
     }
     tracing::debug!(
         id = %message.id,
@@ -154,7 +155,7 @@ mod tests {
             16,
             0,
             String::new(),
-            vec!["a@a.test".into(), "b@b.test".into()],
+            ["a@a.test", "b@b.test"],
             false,
             false,
             10,

@@ -137,6 +137,11 @@ impl MessageId {
         MessageId((micros << 28) | (u128::from(shard) << 20) | u128::from(counter & 0xF_FFFF))
     }
 
+    /// The shard that made the id (and wrote the message's first record).
+    pub fn shard(&self) -> u8 {
+        (self.0 >> 20) as u8
+    }
+
     /// When the id was made, in microseconds since the epoch.
     pub fn unix_micros(&self) -> u64 {
         (self.0 >> 28) as u64
@@ -592,5 +597,6 @@ pub(crate) mod tests {
         assert_eq!(a.to_string().len(), 20);
         assert_eq!(a.to_string().parse::<MessageId>().unwrap(), a);
         assert_eq!(a.unix_micros(), 1000);
+        assert_eq!((a.shard(), b.shard()), (1, 0));
     }
 }

@@ -1,7 +1,8 @@
 //! Reading the spool back: listing segments, scanning them, and repairing a torn tail.
 //!
 //! Used at start (repair mode: the last segment of each shard is truncated to its last
-//! whole record) and by `pigeon queue` (read-only). A segment is read through a memory
+//! whole record; then stale records are killed, `kill_records`), by `pigeon queue`
+//! (read-only) and by delivery (maps of segments, `spool::read`). A segment is read through a memory
 //! map; scanning stops at the first record that is torn or fails its CRC, as sled's
 //! recovery does: nothing after a bad record can be trusted.
 
@@ -86,9 +87,11 @@ impl MappedSegment {
         if file.metadata()?.len() == 0 {
             return Ok(MappedSegment { map: None });
         }
-        // SAFETY: pigeon's spool files are only appended to by the shard that owns them, and
-        // only truncated at start before any mapping exists; a reader never sees bytes
-        // change under it except at the tail, which the CRC check rejects.
+        // SAFETY: pigeon's spool files are appended to by the shard that owns them, and
+        // truncated only at start before any mapping exists. The one write into written
+        // bytes is a kill: a single kind octet (any shard, in place), which a reader sees
+        // either before or after, both valid frames (the DEAD bit is outside the CRC). No
+        // other byte changes under a reader except at the tail, which the CRC rejects.
         let map = unsafe { Mmap::map(&file)? };
         Ok(MappedSegment { map: Some(map) })
     }

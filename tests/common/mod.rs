@@ -88,6 +88,14 @@ impl Pigeon {
         std::fs::read_to_string(self.dir.path().join("delivery.log")).unwrap_or_default()
     }
 
+    /// The delivery log's events, one JSON value per line.
+    pub fn delivery_events(&self) -> Vec<serde_json::Value> {
+        self.delivery_log()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("delivery log line is JSON"))
+            .collect()
+    }
+
     /// The log of the most recent start.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()

@@ -192,6 +192,7 @@ impl Tally {
 #[derive(Debug, Serialize)]
 struct Latency {
     count: u64,
+    min: f64,
     p50: f64,
     p90: f64,
     p99: f64,
@@ -374,6 +375,7 @@ pub fn run(args: BlastArgs) -> Result<(), String> {
         replies: tally.codes.clone(),
         latency_ms: Latency {
             count: tally.latency.len(),
+            min: tally.latency.min() as f64 / 1000.0,
             p50: ms(0.5),
             p90: ms(0.9),
             p99: ms(0.99),

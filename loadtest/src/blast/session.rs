@@ -42,6 +42,8 @@ impl Conn {
         let stream = TcpStream::connect(target)
             .await
             .map_err(|e| io::Error::other(e.to_string()))?;
+        // Commands are small writes the server answers: no Nagle delay on them.
+        let _ = stream.set_nodelay(true);
         let _ = stream.set_read_timeout(Some(REPLY_TIMEOUT));
         let _ = stream.set_write_timeout(Some(REPLY_TIMEOUT));
         Ok(Conn {

@@ -45,6 +45,9 @@ struct Report {
     auth_failed: u64,
     /// `--expect-recipients` was reached (false: stopped by time or signal).
     reached_expected: bool,
+    /// When it was seen reached, seconds since the Unix epoch (0 if not): the end of a run
+    /// that is timed from outside, before the sink waits for connections to close.
+    reached_unix: f64,
     /// Seconds from the first accepted recipient to the last.
     first_to_last_seconds: f64,
     /// Recipients per second over that span.
@@ -141,10 +144,14 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
 
     let deadline = shared.epoch + Duration::from_secs(args.max_seconds);
     let mut reached_expected = false;
+    let mut reached_unix = 0.0;
     loop {
         if let Some(n) = args.expect_recipients {
             if shared.recipients.load(std::sync::atomic::Ordering::Acquire) >= n {
                 reached_expected = true;
+                reached_unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
                 break;
             }
         }
@@ -196,6 +203,7 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
         auth_ok: shared.auth_ok.load(Relaxed),
         auth_failed: shared.auth_failed.load(Relaxed),
         reached_expected,
+        reached_unix,
         first_to_last_seconds: span,
         recipients_per_second: if span > 0.0 {
             recipients as f64 / span

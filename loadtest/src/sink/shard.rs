@@ -198,6 +198,8 @@ type Stream = pigeon::runtime::conn::Conn<TlsStream<TcpStream>>;
 
 async fn serve_connection(tcp: TcpStream, index: usize, shard: &Shard) {
     let shared = &*shard.shared;
+    // Replies are small writes the client waits for (as pigeon's sessions do it).
+    let _ = tcp.set_nodelay(true);
     let number = shared.connections.fetch_add(1, Relaxed);
     shard.counts.borrow_mut().addresses[index].connections += 1;
     let mut session = SinkSession::new(&shared.config, number);
@@ -302,11 +304,8 @@ fn count(shard: &Shard, index: usize, event: Event) {
             let mut counts = shard.counts.borrow_mut();
             for r in &recipients {
                 let domain = r.rsplit_once('@').map_or("", |(_, d)| d);
-                if let Some(c) = counts.domains.get_mut(domain) {
-                    *c += 1;
-                } else {
-                    counts.domains.insert(domain.to_ascii_lowercase(), 1);
-                }
+                let domain = domain.to_ascii_lowercase();
+                *counts.domains.entry(domain).or_insert(0) += 1;
             }
             let a = &mut counts.addresses[index];
             a.messages += 1;
