@@ -382,3 +382,151 @@ fn server_shutdown_mid_session_fails_the_transaction() {
     );
     assert!(p.stored.is_empty());
 }
+
+/// What the glommio driver's `send_many` does: every transaction chunked, commands and
+/// content written together before any reply is read. Returns, per transaction, `None` when
+/// it went out, or the event that ended it at once.
+fn start_chunked(p: &mut Pair, batch: Vec<(Envelope, &[u8])>) -> Vec<Option<ClientEvent>> {
+    let mut ended = Vec::new();
+    for (envelope, wire) in batch {
+        let content = pigeon::session::data::unstuffed(wire);
+        let due = p
+            .client
+            .start_chunked_transaction(envelope, content.len() as u64);
+        let mut out = Vec::new();
+        p.client.take_output(&mut out);
+        if due {
+            out.extend_from_slice(&content);
+        }
+        p.client_wrote.extend_from_slice(&out);
+        p.to_server.extend_from_slice(&out);
+        ended.push(if due { None } else { p.client.poll_event() });
+    }
+    ended
+}
+
+fn all_results(events: &[ClientEvent]) -> Vec<Vec<(usize, u16, Option<Enhanced>)>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::TransactionDone { results } => Some(
+                results
+                    .iter()
+                    .map(|(i, r)| (*i, r.code, r.enhanced))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn chunked_transactions_go_out_together_and_are_answered_in_order() {
+    for read_size in [usize::MAX, 1, 5, 64] {
+        let mut p = Pair::new(read_size);
+        assert_eq!(p.drive(), [ClientEvent::Ready]);
+        assert!(p.client.can_chunk());
+        let big = b"x\r\n".repeat(MAX_SIZE);
+        let sent = start_chunked(
+            &mut p,
+            vec![
+                // 1. Mixed recipients.
+                (
+                    envelope("a@x.test", &["b@y.test", "c@elsewhere.test"], BODY.len()),
+                    BODY,
+                ),
+                // 2. Every recipient refused: the BDAT gets a 554 that is no one's result,
+                //    and the server reads past the chunk all the same.
+                (envelope("a@x.test", &["e@z.test"], 3), b"x\r\n"),
+                // 3. Over the server's SIZE: refused here, nothing written.
+                (envelope("a@x.test", &["b@y.test"], MAX_SIZE + 1), b"x\r\n"),
+                // 4. Content over the limit the SIZE estimate did not show: the server's
+                //    reply to the chunk is the accepted recipients' result.
+                (envelope("a@x.test", &["d@y.test"], 10), &big),
+                // 5. A message whose every line starts with a dot.
+                (envelope("", &["f@y.test"], 9), b"..a\r\n..\r\n"),
+            ],
+        );
+        let local = [vec![(0, 552, Some(Enhanced(5, 3, 4)))]];
+        assert_eq!(
+            sent.iter().map(Option::is_none).collect::<Vec<_>>(),
+            [true, true, false, true, true]
+        );
+        assert_eq!(all_results(&[sent[2].clone().unwrap()]), local);
+        let mark = p.client_wrote.len();
+        let events = p.drive();
+        assert_eq!(
+            p.written_since(mark),
+            "",
+            "read size {read_size}: nothing written while the replies came in"
+        );
+        assert_eq!(
+            all_results(&events),
+            [
+                vec![
+                    (0, 250, Some(Enhanced(2, 0, 0))),
+                    (1, 554, Some(Enhanced(5, 7, 1)))
+                ],
+                vec![(0, 554, Some(Enhanced(5, 7, 1)))],
+                vec![(0, 552, Some(Enhanced(5, 3, 4)))],
+                vec![(0, 250, Some(Enhanced(2, 0, 0)))],
+            ],
+            "read size {read_size}"
+        );
+        assert_eq!(p.stored.len(), 2, "read size {read_size}");
+        // The same message as DATA delivers (BODY's ".\t." line is a stuffed "\t.").
+        let content = pigeon::session::data::unstuff;
+        assert_eq!(content(&p.stored[0].1), content(BODY));
+        assert_eq!(recipients(&p.stored[0].0), ["b@y.test"]);
+        assert_eq!(p.stored[1].1, b"..a\r\n..\r\n");
+        assert!(p.client.is_ready());
+        // Each transaction written behind another began with RSET (3 of the 4 that went
+        // out); the next, with nothing in flight and the last one a success, does not.
+        assert_eq!(p.written_since(0).matches("RSET\r\n").count(), 3);
+        let mark = p.client_wrote.len();
+        start_chunked(
+            &mut p,
+            vec![(envelope("a@x.test", &["b@y.test"], 3), b"x\r\n")],
+        );
+        assert!(p.written_since(mark).starts_with("MAIL FROM:<a@x.test>"));
+        assert_eq!(
+            all_results(&p.drive()),
+            [vec![(0, 250, Some(Enhanced(2, 0, 0)))]]
+        );
+        assert_eq!(p.stored.len(), 3);
+    }
+}
+
+#[test]
+fn a_lost_connection_fails_every_chunked_transaction_in_flight() {
+    let mut p = Pair::new(usize::MAX);
+    assert_eq!(p.drive(), [ClientEvent::Ready]);
+    start_chunked(
+        &mut p,
+        vec![
+            (envelope("a@x.test", &["b@y.test"], 3), b"x\r\n"),
+            (envelope("a@x.test", &["c@y.test", "d@y.test"], 3), b"y\r\n"),
+        ],
+    );
+    // The connection drops before any reply.
+    p.client.handle_eof();
+    let mut events = Vec::new();
+    while let Some(e) = p.client.poll_event() {
+        events.push(e);
+    }
+    let lost = Reply::new(421, Enhanced(4, 4, 2), "Connection lost");
+    assert_eq!(
+        events,
+        [
+            ClientEvent::Failed {
+                reply: lost.clone(),
+                pending: vec![0]
+            },
+            ClientEvent::Failed {
+                reply: lost,
+                pending: vec![0, 1]
+            },
+            ClientEvent::Closed,
+        ]
+    );
+}

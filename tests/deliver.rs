@@ -339,14 +339,20 @@ fn null_mx_nxdomain_unreachable_and_expiry_each_get_their_outcome() {
             "{rcpt} should be {status}:\n{group}"
         );
     }
-    let events = pigeon.delivery_events();
     let of = |r: &str| -> Vec<String> {
-        events
+        pigeon
+            .delivery_events()
             .iter()
             .filter(|e| e["recipient"] == r && e["id"] == id.as_str())
             .map(|e| e["event"].as_str().unwrap().to_owned())
             .collect()
     };
+    // The log is written every 100 ms: the report can arrive before the line.
+    wait_until(
+        Duration::from_secs(5),
+        "the expiry in the delivery log",
+        || of("c@refused.test").last().is_some_and(|e| e == "expired"),
+    );
     assert_eq!(of("a@nullmx.test"), vec!["bounced"]);
     assert_eq!(of("b@missing.test"), vec!["bounced"]);
     let refused = of("c@refused.test");

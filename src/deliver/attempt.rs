@@ -58,7 +58,7 @@ pub async fn run(ctx: Rc<ShardContext>, queue: Arc<DomainQueue>, policy: Arc<Dom
 }
 
 async fn deliver(ctx: &Rc<ShardContext>, queue: &DomainQueue, policy: &DomainPolicy) {
-    let Some(mut job) = take(ctx, queue).await else {
+    let Some(job) = take(ctx, queue).await else {
         return;
     };
     let hops = match next_hops(ctx, &queue.domain, policy).await {
@@ -105,77 +105,125 @@ async fn deliver(ctx: &Rc<ShardContext>, queue: &DomainQueue, policy: &DomainPol
     };
     let host = conn.host.clone();
     let mut sent = 0;
+    let mut jobs = vec![job];
     loop {
         if let Some(limit) = ctx.shared.rate_limit(&queue.domain, policy) {
             let wait = limit.reserve(now_micros());
             if !wait.is_zero() {
                 glommio::timer::sleep(wait).await;
             }
-        }
-        let content = match read_content(&ctx.reader, &job.message) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(id = %job.message.id, error = %e, "cannot read spooled content");
-                let reply = Reply::new(451, Enhanced(4, 3, 0), "local error reading the spool");
-                fail(ctx, job, Some(&host), conn.tls, reply).await;
-                break;
-            }
-        };
-        let envelope = Envelope {
-            sender: job.message.sender.clone(),
-            recipients: job.addresses().map(str::to_owned).collect(),
-            size: job.message.size,
-            needs_8bit: job.message.eight_bit,
-            needs_smtputf8: job.message.smtputf8,
-            mail_dsn: job.message.mail_dsn.to_params(),
-            rcpt_dsn: if job.message.rcpt_dsn.is_empty() {
-                Vec::new()
-            } else {
-                job.recipients
-                    .iter()
-                    .map(|&i| job.message.recipient_dsn(i).to_params())
-                    .collect()
-            },
-        };
-        match conn.send(envelope, content.bytes()).await {
-            Ok(results) => {
-                let results = results
-                    .into_iter()
-                    .map(|(i, r)| (job.recipients[i], r))
-                    .collect();
-                // The next transaction on this connection does not wait for these outcomes
-                // to be durable (a sync): they are settled by a task of their own.
-                let dsn = conn.offers_dsn();
-                settle_apart(ctx, job, Some(host.clone()), conn.tls, dsn, results);
-            }
-            Err((reply, pending)) => {
-                // The transaction did not finish: every recipient in it gets the failure
-                // (a 4xx when the connection broke), even one already refused at RCPT,
-                // which is then tried again rather than bounced on a half-done session.
-                let pending = if pending.is_empty() {
-                    (0..job.recipients.len()).collect()
-                } else {
-                    pending
+        } else if conn.can_chunk() {
+            // Jobs already waiting go out in the same write (a rate-limited domain gets one
+            // transaction at a time instead, each after its own wait).
+            let max = policy.max_messages_per_connection;
+            let mut octets = jobs[0].message.size;
+            while jobs.len() < PIPELINE_DEPTH
+                && sent + (jobs.len() as u32) < max
+                && octets < PIPELINE_OCTETS
+            {
+                let Some(more) = take(ctx, queue).await else {
+                    break;
                 };
-                let results = pending
-                    .into_iter()
-                    .map(|i| (job.recipients[i], reply.clone()))
-                    .collect();
-                settle(ctx, job, Some(&host), conn.tls, conn.offers_dsn(), results).await;
-                return;
+                octets += more.message.size;
+                jobs.push(more);
             }
         }
-        sent += 1;
+        let mut ready = Vec::with_capacity(jobs.len());
+        for job in jobs.drain(..) {
+            match read_content(&ctx.reader, &job.message) {
+                Ok(content) => ready.push((job, content)),
+                Err(e) => {
+                    tracing::error!(id = %job.message.id, error = %e, "cannot read spooled content");
+                    let reply = Reply::new(451, Enhanced(4, 3, 0), "local error reading the spool");
+                    fail(ctx, job, Some(&host), conn.tls, reply).await;
+                }
+            }
+        }
+        let outcomes = if conn.can_chunk() {
+            let messages = ready
+                .iter()
+                .map(|(job, content)| (envelope(job), content.bytes()))
+                .collect();
+            conn.send_many(messages).await
+        } else if let Some((job, content)) = ready.first() {
+            vec![conn.send(envelope(job), content.bytes()).await]
+        } else {
+            Vec::new()
+        };
+        let mut broken = false;
+        for ((job, _), outcome) in ready.into_iter().zip(outcomes) {
+            sent += 1;
+            match outcome {
+                Ok(results) => {
+                    let results = results
+                        .into_iter()
+                        .map(|(i, r)| (job.recipients[i], r))
+                        .collect();
+                    // The next transaction on this connection does not wait for these
+                    // outcomes to be durable (a sync): they are settled by a task of their own.
+                    let dsn = conn.offers_dsn();
+                    settle_apart(ctx, job, Some(host.clone()), conn.tls, dsn, results);
+                }
+                Err((reply, pending)) => {
+                    // The transaction did not finish: every recipient in it gets the failure
+                    // (a 4xx when the connection broke), even one already refused at RCPT,
+                    // which is then tried again rather than bounced on a half-done session.
+                    broken = true;
+                    let pending = if pending.is_empty() {
+                        (0..job.recipients.len()).collect()
+                    } else {
+                        pending
+                    };
+                    let results = pending
+                        .into_iter()
+                        .map(|i| (job.recipients[i], reply.clone()))
+                        .collect();
+                    let dsn = conn.offers_dsn();
+                    settle(ctx, job, Some(&host), conn.tls, dsn, results).await;
+                }
+            }
+        }
+        if broken {
+            return;
+        }
         if sent >= policy.max_messages_per_connection || ctx.stop.is_stopping() {
             break;
         }
-        job = match take_or_wait(ctx, queue).await {
-            Some(j) => j,
+        match take_or_wait(ctx, queue).await {
+            Some(j) => jobs.push(j),
             None => break,
-        };
+        }
     }
     conn.quit().await;
 }
+
+/// The envelope of `job` for the client.
+fn envelope(job: &Job) -> Envelope {
+    Envelope {
+        sender: job.message.sender.clone(),
+        recipients: job.addresses().map(str::to_owned).collect(),
+        size: job.message.size,
+        needs_8bit: job.message.eight_bit,
+        needs_smtputf8: job.message.smtputf8,
+        mail_dsn: job.message.mail_dsn.to_params(),
+        rcpt_dsn: if job.message.rcpt_dsn.is_empty() {
+            Vec::new()
+        } else {
+            job.recipients
+                .iter()
+                .map(|&i| job.message.recipient_dsn(i).to_params())
+                .collect()
+        },
+    }
+}
+
+/// Most transactions written at once to a server that offers CHUNKING and PIPELINING.
+/// Each costs the server a reply it writes only after storing the message, so a deeper
+/// pipeline mostly adds waiting for the last of them.
+const PIPELINE_DEPTH: usize = 32;
+
+/// Content written at once, at most (the first message may exceed it alone).
+const PIPELINE_OCTETS: u64 = 256 * 1024;
 
 /// How long an open connection waits for more of its domain's jobs before it says QUIT.
 /// A mailing list spreads each message over many domains, so a small domain's jobs come

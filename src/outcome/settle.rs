@@ -151,7 +151,7 @@ pub async fn settle(
             OutcomeKind::Expired => "expired",
             OutcomeKind::Deferred => "deferred",
         };
-        ctx.shared.log.write(&LogEvent {
+        ctx.log(&LogEvent {
             event,
             id: Some(message.id),
             sender: &message.sender,
@@ -301,7 +301,7 @@ impl PreparedReport {
             vec![0],
         ));
         ctx.shared.enqueue(&message, [(0, 0)]);
-        ctx.shared.log.write(&LogEvent {
+        ctx.log(&LogEvent {
             event: "received",
             id: Some(self.id),
             sender: "",

@@ -7,7 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use crate::accept::listener;
 use crate::config::TimeoutsConfig;
 use crate::deliver::dns::Resolver;
 use crate::deliver::scheduler;
+use crate::outcome::log::{self, LogBuffer, LogEvent};
 use crate::queue::deferred::Deferred;
 use crate::runtime::shared::Shared;
 use crate::runtime::shutdown::{ShardStop, StopFlag};
@@ -86,9 +87,16 @@ pub struct ShardContext {
     tls: RefCell<(u64, Option<futures_rustls::TlsAcceptor>)>,
     /// TLS for delivery (STARTTLS as client).
     pub tls_out: crate::deliver::client::tls::TlsClients,
+    /// Delivery log lines waiting for the shard's next append.
+    log_lines: LogBuffer,
 }
 
 impl ShardContext {
+    /// Writes one event to the delivery log (within [`log::FLUSH_INTERVAL`]).
+    pub fn log(&self, event: &LogEvent<'_>) {
+        self.log_lines.push(&self.shared.log, event);
+    }
+
     /// Whether a client at `ip` may relay to any domain.
     pub fn may_relay(&self, ip: IpAddr) -> bool {
         crate::accept::limits::in_networks(&self.relay_networks, ip)
@@ -176,7 +184,9 @@ async fn serve(
         tls: RefCell::new((0, None)),
         tls_out: crate::deliver::client::tls::TlsClients::new(config.delivery.ca_file.as_deref())
             .map_err(std::io::Error::other)?,
+        log_lines: LogBuffer::default(),
     });
+    let log_flusher = glommio::spawn_local(flush_log(Rc::downgrade(&ctx))).detach();
     let mut bound = Vec::new();
     let mut accepting = Vec::new();
     for l in &config.listeners {
@@ -204,6 +214,8 @@ async fn serve(
     }
     // Settles that ended after the scheduler's last look left finishes waiting.
     crate::outcome::settle::finish_pending(&ctx).await;
+    log_flusher.cancel();
+    ctx.log_lines.flush(&ctx.shared.log);
     if ctx.sessions.get() > 0 {
         tracing::warn!(
             shard = id,
@@ -218,4 +230,14 @@ async fn serve(
         tracing::debug!(shard = id, "spool closed");
     }
     Ok(())
+}
+
+/// Appends the shard's gathered log lines every [`log::FLUSH_INTERVAL`] while the shard
+/// runs.
+async fn flush_log(ctx: Weak<ShardContext>) {
+    loop {
+        glommio::timer::sleep(log::FLUSH_INTERVAL).await;
+        let Some(ctx) = ctx.upgrade() else { return };
+        ctx.log_lines.flush(&ctx.shared.log);
+    }
 }

@@ -369,20 +369,28 @@ impl BodyTap {
     }
 }
 
+/// The message content of `wire`: `wire` itself when no line starts with a dot (most
+/// messages), else a copy with dot-stuffing removed. For BDAT (RFC 3030), which carries the
+/// content as it is.
+pub fn unstuffed(wire: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if wire.first() == Some(&b'.') || memchr::memmem::find(wire, b"\n.").is_some() {
+        std::borrow::Cow::Owned(unstuff(wire))
+    } else {
+        std::borrow::Cow::Borrowed(wire)
+    }
+}
+
 /// Reverses dot-stuffing: wire form to message content (RFC 5321 §4.5.2). Used to show a
-/// spooled message to an operator.
+/// spooled message to an operator, and to deliver it with BDAT.
 pub fn unstuff(wire: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(wire.len());
-    let mut at_line_start = true;
-    for line in wire.split_inclusive(|&b| b == b'\n') {
-        let line = if at_line_start && line.first() == Some(&b'.') {
-            &line[1..]
-        } else {
-            line
-        };
-        out.extend_from_slice(line);
-        at_line_start = line.ends_with(b"\n");
+    // Every dot that starts a line is a stuffed one: copy the runs between them.
+    let mut from = usize::from(wire.first() == Some(&b'.'));
+    for i in memchr::memmem::find_iter(wire, b"\n.") {
+        out.extend_from_slice(&wire[from..=i]);
+        from = i + 2;
     }
+    out.extend_from_slice(&wire[from..]);
     out
 }
 
@@ -499,6 +507,18 @@ mod tests {
         assert_eq!(body, b"a\r\n..b\r\n..\r\nc\r\n");
         assert_eq!(f, Faults::default());
         assert_eq!(unstuff(&body), b"a\r\n.b\r\n.\r\nc\r\n");
+    }
+
+    proptest::proptest! {
+        /// Stuffing (as BDAT content is spooled) and unstuffing (as it is delivered with
+        /// BDAT) give back the content, whatever its lines and dots.
+        #[test]
+        fn unstuff_reverses_stuffing(lines in proptest::collection::vec("[.a-z]{0,4}", 0..12)) {
+            let content: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\r\n").into_bytes()).collect();
+            let (wire, _) = bdat(&[&content]);
+            proptest::prop_assert_eq!(unstuff(&wire), content.clone());
+            proptest::prop_assert_eq!(&*unstuffed(&wire), &content[..]);
+        }
     }
 
     #[test]

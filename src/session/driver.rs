@@ -318,7 +318,7 @@ async fn store(
         (0..envelope.recipients.len() as u32).map(|i| (i, 0)),
     );
     let client = peer.to_string();
-    ctx.shared.log.write(&LogEvent {
+    ctx.log(&LogEvent {
         event: "received",
         id: Some(id),
         sender,

@@ -510,12 +510,9 @@ pub fn passwd(user: &str, file: &Path, stdin: &str) -> (bool, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run pigeon passwd");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // pigeon may refuse the user name and exit before it reads the password: a broken pipe
+    // here is its answer, not the test's failure.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     let out = child.wait_with_output().unwrap();
     (
         out.status.success(),

@@ -8,12 +8,13 @@
 //! Replies to a pipelined batch (RFC 2920) pile up in the output until the input runs dry,
 //! so the driver answers a whole batch with one write. Content is scanned by pigeon's own
 //! [`DataScanner`], so the sink ends DATA exactly where pigeon would (only `CRLF.CRLF`,
-//! RFC 5321 §4.1.1.4) and refuses bare CR/LF like pigeon.
+//! RFC 5321 §4.1.1.4) and refuses bare CR/LF like pigeon. CHUNKING (RFC 3030) is offered
+//! too, with BDAT chunks checked by pigeon's [`BdatEncoder`].
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use pigeon::session::data::DataScanner;
+use pigeon::session::data::{BdatEncoder, DataScanner};
 use pigeon::smtp::address::parse_mailbox;
 use pigeon::smtp::command::Command;
 use pigeon::smtp::reply::{replies, Enhanced, Reply};
@@ -122,6 +123,7 @@ impl SinkConfig {
                 "8BITMIME".into(),
                 "SMTPUTF8".into(),
                 "ENHANCEDSTATUSCODES".into(),
+                "CHUNKING".into(),
             ];
             if starttls && !tls {
                 lines.push("STARTTLS".into());
@@ -145,6 +147,16 @@ impl SinkConfig {
     }
 }
 
+/// A BDAT chunk on its way in.
+#[derive(Debug)]
+struct Chunk {
+    remaining: u64,
+    last: bool,
+    /// The reply when the chunk is refused; it is read and dropped all the same, since the
+    /// client sends it without waiting (RFC 3030 §2).
+    refused: Option<Reply>,
+}
+
 /// One SMTP server session of the sink. See the module docs for the call order.
 #[derive(Debug)]
 pub struct SinkSession<'a> {
@@ -159,6 +171,10 @@ pub struct SinkSession<'a> {
     recipients: Vec<String>,
     /// Present while reading content.
     scanner: Option<DataScanner>,
+    /// Present from the first BDAT of a transaction to its last.
+    bdat: Option<BdatEncoder>,
+    /// A BDAT chunk being read: octets still to come, and how it ends.
+    chunk: Option<Chunk>,
     content: Vec<u8>,
     closed: bool,
     tls: bool,
@@ -190,6 +206,8 @@ impl<'a> SinkSession<'a> {
             sender: None,
             recipients: Vec::new(),
             scanner: None,
+            bdat: None,
+            chunk: None,
             content: Vec::new(),
             closed: false,
             tls: false,
@@ -220,6 +238,24 @@ impl<'a> SinkSession<'a> {
     pub fn handle_input(&mut self, input: &[u8], faults: &FaultPlan) -> usize {
         let mut pos = 0;
         while pos < input.len() && !self.closed && !self.awaiting_tls {
+            if let Some(chunk) = &mut self.chunk {
+                let take = chunk.remaining.min((input.len() - pos) as u64) as usize;
+                if chunk.refused.is_none() {
+                    if let Some(encoder) = &mut self.bdat {
+                        let body = &mut self.content;
+                        encoder.feed(&input[pos..pos + take], body);
+                        if !self.config.save {
+                            body.clear();
+                        }
+                    }
+                }
+                chunk.remaining -= take as u64;
+                pos += take;
+                if chunk.remaining == 0 {
+                    self.end_chunk(faults);
+                }
+                continue;
+            }
             if let Some(scanner) = &mut self.scanner {
                 let (used, done) = scanner.feed(&input[pos..], &mut self.content);
                 pos += used;
@@ -278,6 +314,7 @@ impl<'a> SinkSession<'a> {
     fn reset(&mut self) {
         self.sender = None;
         self.recipients.clear();
+        self.bdat = None;
     }
 
     /// Applies an injected fault; returns true when the command is refused.
@@ -394,7 +431,8 @@ impl<'a> SinkSession<'a> {
             Command::Vrfy => self.reply(replies::cannot_vrfy()),
             Command::StartTls => self.start_tls(faults),
             Command::Auth(args) => self.auth(args),
-            Command::Bdat { .. } | Command::Expn => self.reply(replies::not_implemented()),
+            Command::Bdat { size, last } => self.start_chunk(size, last, faults),
+            Command::Expn => self.reply(replies::not_implemented()),
         }
     }
 
@@ -490,10 +528,51 @@ impl<'a> SinkSession<'a> {
         }
     }
 
+    fn start_chunk(&mut self, size: u64, last: bool, faults: &FaultPlan) {
+        let refused = if self.sender.is_none() {
+            Some(replies::bad_sequence("Need MAIL before BDAT"))
+        } else if self.recipients.is_empty() {
+            Some(Reply::new(554, Enhanced(5, 5, 1), "No valid recipients"))
+        } else {
+            None
+        };
+        if refused.is_none() && self.bdat.is_none() {
+            self.bdat = Some(BdatEncoder::new(usize::MAX));
+            self.content.clear();
+        }
+        self.chunk = Some(Chunk {
+            remaining: size,
+            last,
+            refused,
+        });
+        if size == 0 {
+            // A zero-octet chunk (BDAT 0 LAST) is over as soon as its line is.
+            self.end_chunk(faults);
+        }
+    }
+
+    fn end_chunk(&mut self, faults: &FaultPlan) {
+        let Some(chunk) = self.chunk.take() else {
+            return;
+        };
+        if let Some(reply) = chunk.refused {
+            return self.reply(reply);
+        }
+        if chunk.last {
+            return self.end_content(faults);
+        }
+        self.reply(Reply::new(250, Enhanced(2, 0, 0), "Ok: chunk received"));
+    }
+
     fn end_content(&mut self, faults: &FaultPlan) {
         let scanner = self.scanner.take();
-        let content = std::mem::take(&mut self.content);
-        if let Some(reply) = scanner.and_then(|s| s.faults().reply()) {
+        let mut content = std::mem::take(&mut self.content);
+        let faults_found = match (scanner, self.bdat.take()) {
+            (Some(s), _) => s.faults().reply(),
+            (None, Some(mut encoder)) => encoder.finish(&mut content).reply(),
+            (None, None) => None,
+        };
+        if let Some(reply) = faults_found {
             self.reset();
             return self.reply(reply);
         }

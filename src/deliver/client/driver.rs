@@ -12,7 +12,9 @@ use futures_rustls::TlsConnector;
 use glommio::net::TcpStream;
 
 use crate::config::TlsPolicy;
-use crate::deliver::client::state::{Client, ClientConfig, ClientEvent, Envelope, StartTls};
+use crate::deliver::client::state::{
+    Client, ClientConfig, ClientEvent, Envelope, StartTls, DATA_BLOCK_TIMEOUT,
+};
 use crate::deliver::client::tls::{server_name, version_name, TlsClients};
 use crate::smtp::reply::{Enhanced, Reply};
 
@@ -24,6 +26,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 const READ_CHUNK: usize = 8 * 1024;
+
+/// Content up to this size is copied into one buffer with the final `.CRLF` and sent in
+/// one write; larger content goes out straight from the spool's map, then the dot.
+const COPY_CONTENT_UP_TO: usize = 64 * 1024;
 
 /// A delivery connection: plain, or TLS after STARTTLS.
 type Conn = crate::runtime::conn::Conn<TlsStream<TcpStream>>;
@@ -74,6 +80,9 @@ pub struct Connection {
 /// How a transaction ended when it did not end normally: the reply every recipient still
 /// undecided gets, and those recipients (indices into the envelope).
 pub type Broken = (Reply, Vec<usize>);
+
+/// How a transaction ended: one reply per recipient index, or how the connection broke.
+pub type Outcome = Result<Vec<(usize, Reply)>, Broken>;
 
 fn temporary(text: String) -> Reply {
     Reply::new(451, Enhanced(4, 4, 1), text)
@@ -212,18 +221,23 @@ impl Connection {
     /// Runs one transaction. `content` is the message in wire form, written as it is,
     /// followed by the final `.CRLF`. Returns one reply per recipient index, or how the
     /// connection broke.
-    pub async fn send(
-        &mut self,
-        envelope: Envelope,
-        content: &[u8],
-    ) -> Result<Vec<(usize, Reply)>, Broken> {
+    pub async fn send(&mut self, envelope: Envelope, content: &[u8]) -> Outcome {
         self.client.start_transaction(envelope);
         loop {
             match self.next_event().await {
                 ClientEvent::SendContent => {
                     self.flush().await;
-                    self.stream.set_write_timeout(Duration::from_secs(180));
+                    self.stream.set_write_timeout(DATA_BLOCK_TIMEOUT);
                     let written = async {
+                        if content.len() <= COPY_CONTENT_UP_TO {
+                            // One write instead of two: the copy costs less than a send.
+                            self.output.clear();
+                            self.output.extend_from_slice(content);
+                            self.output.extend_from_slice(b".\r\n");
+                            let sent = self.stream.write_all(&self.output, true).await;
+                            self.output.clear();
+                            return sent;
+                        }
                         self.stream.write_all(content, false).await?;
                         self.stream.write_all(b".\r\n", true).await
                     };
@@ -244,6 +258,99 @@ impl Connection {
                     ))
                 }
             }
+        }
+    }
+
+    /// Whether transactions can go out chunked and many at a time ([`Connection::send_many`]):
+    /// the server offers CHUNKING and PIPELINING.
+    pub fn can_chunk(&self) -> bool {
+        self.client.can_chunk()
+    }
+
+    /// Runs several transactions with `BDAT LAST` (RFC 3030), all written at once and
+    /// answered in one go: one write and, usually, one read for the lot. `messages` holds
+    /// each envelope and its content in the spool's wire form (the dot-stuffing is removed
+    /// here). Returns one result per message, in order, as [`Connection::send`] does; once
+    /// one is `Err` the connection is gone and so are the rest.
+    ///
+    /// Only when [`Connection::can_chunk`].
+    pub async fn send_many(&mut self, messages: Vec<(Envelope, &[u8])>) -> Vec<Outcome> {
+        let mut results: Vec<Option<Outcome>> = messages.iter().map(|_| None).collect();
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut batch = std::mem::take(&mut self.output);
+        batch.clear();
+        let mut written = Ok(());
+        for (i, (envelope, wire)) in messages.into_iter().enumerate() {
+            let content = crate::session::data::unstuffed(wire);
+            if !self
+                .client
+                .start_chunked_transaction(envelope, content.len() as u64)
+            {
+                // Ended before anything was sent: its event is the only one queued, as no
+                // reply has been read since the previous call took all of its events.
+                results[i] = self.client.poll_event().and_then(Self::outcome);
+                continue;
+            }
+            in_flight.push_back(i);
+            let mut commands = Vec::new();
+            self.client.take_output(&mut commands);
+            batch.extend_from_slice(&commands);
+            if written.is_err() {
+                continue;
+            }
+            if content.len() <= COPY_CONTENT_UP_TO {
+                batch.extend_from_slice(&content);
+                continue;
+            }
+            // A large body goes out from its own buffer rather than through a copy.
+            self.stream.set_write_timeout(DATA_BLOCK_TIMEOUT);
+            written = async {
+                self.stream.write_all(&batch, false).await?;
+                self.stream.write_all(&content, false).await
+            }
+            .await;
+            batch.clear();
+        }
+        if written.is_ok() && !in_flight.is_empty() {
+            self.stream.set_write_timeout(DATA_BLOCK_TIMEOUT);
+            written = self.stream.write_all(&batch, true).await;
+        }
+        batch.clear();
+        self.output = batch;
+        if let Err(e) = written {
+            tracing::debug!(host = %self.host, error = %e, "lost connection while sending");
+            self.client.handle_eof();
+        }
+        while let Some(&i) = in_flight.front() {
+            let event = self.next_event().await;
+            let outcome = match event {
+                ClientEvent::TransactionDone { .. } | ClientEvent::Failed { .. } => {
+                    Self::outcome(event)
+                }
+                _ => break,
+            };
+            results[i] = outcome;
+            in_flight.pop_front();
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err((
+                        temporary("connection closed during a transaction".into()),
+                        Vec::new(),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// A transaction's end as [`Connection::send`] reports it; `None` for other events.
+    fn outcome(event: ClientEvent) -> Option<Outcome> {
+        match event {
+            ClientEvent::TransactionDone { results } => Some(Ok(results)),
+            ClientEvent::Failed { reply, pending } => Some(Err((reply, pending))),
+            _ => None,
         }
     }
 

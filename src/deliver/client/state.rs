@@ -261,6 +261,8 @@ enum Step {
     /// The content's final `.`, whether the driver sent it after the content or we sent it
     /// alone to close a DATA nobody should have accepted.
     Dot,
+    /// `BDAT n LAST` with the whole content (RFC 3030): its reply is the final one.
+    Bdat,
     Quit,
 }
 
@@ -274,7 +276,7 @@ enum Phase {
     /// STARTTLS was accepted ([`ClientEvent::StartTls`] emitted); the driver runs the
     /// handshake.
     Handshake,
-    /// A transaction's commands or final reply are in flight.
+    /// One or more transactions' commands or final replies are in flight.
     Transaction,
     /// [`ClientEvent::SendContent`] was emitted; the driver is writing the content.
     Content,
@@ -317,7 +319,9 @@ pub struct Client {
     /// Commands of the current transaction not written yet. Without PIPELINING one is
     /// written per reply; a refusal that makes the rest pointless drops them.
     unsent: VecDeque<Step>,
-    txn: Option<Transaction>,
+    /// Transactions in flight, oldest first: replies go to the front one. More than one
+    /// only with [`Client::start_chunked_transaction`].
+    txns: VecDeque<Transaction>,
     /// The server may still hold transaction state: send RSET before the next MAIL.
     needs_rset: bool,
     /// The TLS handshake is done: no second STARTTLS.
@@ -335,7 +339,7 @@ impl Client {
             extensions: Extensions::default(),
             expected: VecDeque::from([Step::Greeting]),
             unsent: VecDeque::new(),
-            txn: None,
+            txns: VecDeque::new(),
             needs_rset: false,
             tls_active: false,
             output: Vec::with_capacity(512),
@@ -394,8 +398,50 @@ impl Client {
     /// While the greeting, EHLO or another transaction is still in progress: that is a
     /// driver bug, and going on would mix two transactions' replies.
     pub fn start_transaction(&mut self, envelope: Envelope) {
+        self.begin(envelope, None);
+    }
+
+    /// True when the server offers CHUNKING and PIPELINING (RFC 3030, RFC 2920): then
+    /// [`Client::start_chunked_transaction`] may be used, and called again while earlier
+    /// transactions are still in flight.
+    pub fn can_chunk(&self) -> bool {
+        self.extensions.chunking && self.extensions.pipelining
+    }
+
+    /// Starts a transaction whose content goes in one `BDAT size LAST` chunk (RFC 3030):
+    /// `[RSET] MAIL RCPT… BDAT` are written at once, and the driver must write the `size`
+    /// octets of content (the message itself, not dot-stuffed) right after them. Returns
+    /// false when the transaction ended at once (refused locally, or the session is over;
+    /// its event is already queued) and no content may follow.
+    ///
+    /// Unlike DATA, nothing in a chunked transaction waits for a reply, so the next one can
+    /// start at once: the driver may write many transactions in one write and read all
+    /// their replies in one read. Results come in the order the transactions were started.
+    ///
+    /// # Panics
+    ///
+    /// When [`Client::can_chunk`] is false, or while the greeting or a DATA transaction is
+    /// in progress.
+    pub fn start_chunked_transaction(&mut self, envelope: Envelope, size: u64) -> bool {
+        assert!(
+            self.can_chunk(),
+            "start_chunked_transaction without CHUNKING and PIPELINING"
+        );
+        let in_flight = self.txns.len();
+        self.begin(envelope, Some(size));
+        self.txns.len() > in_flight
+    }
+
+    fn begin(&mut self, envelope: Envelope, chunk: Option<u64>) {
+        // A chunked transaction may follow others still in flight: they are chunked too, as
+        // a DATA transaction leaves Transaction only through Content or its end.
+        let chunked_behind = chunk.is_some()
+            && self.phase == Phase::Transaction
+            && self.unsent.is_empty()
+            && !self.expected.contains(&Step::Data);
         match self.phase {
             Phase::Idle => {}
+            Phase::Transaction if chunked_behind => {}
             Phase::Quitting | Phase::Closed => {
                 let pending = (0..envelope.recipients.len()).collect();
                 let reply = Reply::new(421, Enhanced(4, 4, 2), "Connection already closed");
@@ -440,14 +486,18 @@ impl Client {
             return;
         }
         let mail_params = self.mail_params(&envelope);
-        if self.needs_rset {
+        // Behind transactions whose outcome is not known yet, RSET first: a refused BDAT may
+        // leave the server mid-transaction (RFC 3030 does not say it ends one), and the
+        // MAIL after it would get 503. After a finished transaction RSET is a no-op
+        // (RFC 5321 §4.1.1.5), and pipelined it costs no round trip.
+        if self.needs_rset || !self.txns.is_empty() {
             self.unsent.push_back(Step::Rset);
             self.needs_rset = false;
         }
         self.unsent.push_back(Step::Mail);
         self.unsent.extend(rcpts.iter().map(|&i| Step::Rcpt(i)));
         self.unsent.push_back(Step::Data);
-        self.txn = Some(Transaction {
+        self.txns.push_back(Transaction {
             envelope,
             mail_params,
             refusals,
@@ -457,6 +507,18 @@ impl Client {
             mail_refused: None,
         });
         self.phase = Phase::Transaction;
+        if let Some(size) = chunk {
+            // With PIPELINING (required here) every command goes out now; the BDAT line is
+            // written in place of DATA, and the driver follows it with the content.
+            self.unsent.pop_back();
+            while let Some(step) = self.unsent.pop_front() {
+                self.send(step);
+            }
+            self.output
+                .extend_from_slice(format!("BDAT {size} LAST\r\n").as_bytes());
+            self.expected.push_back(Step::Bdat);
+            return;
+        }
         self.write_unsent();
     }
 
@@ -554,7 +616,9 @@ impl Client {
             Step::Mail => Wait::Mail,
             Step::Rcpt(_) => Wait::Rcpt,
             Step::Data => Wait::DataInit,
-            Step::Dot => Wait::DataTermination,
+            // RFC 3030 names no timeout; the server stores the message before answering,
+            // as after the final dot.
+            Step::Dot | Step::Bdat => Wait::DataTermination,
             Step::Quit => Wait::Quit,
         })
     }
@@ -615,7 +679,7 @@ impl Client {
             Step::Mail => self.handle_mail(reply),
             Step::Rcpt(i) => self.handle_rcpt(i, reply),
             Step::Data => self.handle_data(reply),
-            Step::Dot => self.handle_dot(reply),
+            Step::Dot | Step::Bdat => self.handle_dot(reply),
             Step::Quit => self.close(),
         }
         self.write_unsent();
@@ -624,9 +688,19 @@ impl Client {
     fn handle_mail(&mut self, reply: Reply) {
         // Invariant: MAIL is only sent inside a transaction, which lives until its last
         // reply.
-        let txn = self.txn.as_mut().expect("MAIL reply without transaction");
+        let txn = self
+            .txns
+            .front_mut()
+            .expect("MAIL reply without transaction");
         match reply.code / 100 {
             2 => {}
+            // "Bad sequence" to a MAIL we sent between transactions says the server lost
+            // track (after an earlier failure in a pipelined batch, say), nothing about the
+            // sender: try again later rather than bounce.
+            5 if reply.code == 503 => {
+                txn.mail_refused = Some(unexpected(&reply));
+                self.settle_if_hopeless();
+            }
             4 | 5 => {
                 txn.mail_refused = Some(reply);
                 self.settle_if_hopeless();
@@ -637,7 +711,10 @@ impl Client {
 
     fn handle_rcpt(&mut self, i: usize, reply: Reply) {
         // Invariant: as for MAIL.
-        let txn = self.txn.as_mut().expect("RCPT reply without transaction");
+        let txn = self
+            .txns
+            .front_mut()
+            .expect("RCPT reply without transaction");
         txn.answered += 1;
         match reply.code / 100 {
             // 250, and 251/252 (RFC 5321 §3.4): accepted, forwarded or not verified.
@@ -653,7 +730,7 @@ impl Client {
 
     fn handle_data(&mut self, reply: Reply) {
         // Invariant: as for MAIL.
-        let txn = self.txn.as_ref().expect("DATA reply without transaction");
+        let txn = self.txns.front().expect("DATA reply without transaction");
         match reply.code / 100 {
             // RFC 2920 §3.1: a server that accepts DATA although no recipient was accepted
             // gets a lone dot, which ends the (empty) content at once.
@@ -672,7 +749,7 @@ impl Client {
 
     fn handle_dot(&mut self, reply: Reply) {
         // Invariant: as for MAIL.
-        let txn = self.txn.as_ref().expect("final reply without transaction");
+        let txn = self.txns.front().expect("final reply without transaction");
         match reply.code / 100 {
             2 | 4 | 5 if txn.is_hopeless() => self.finish(None),
             2 | 4 | 5 => self.finish(Some(reply)),
@@ -684,7 +761,7 @@ impl Client {
     /// with nothing else in flight the transaction is over. (With PIPELINING they were all
     /// written, and it ends at the DATA reply instead.)
     fn settle_if_hopeless(&mut self) {
-        let Some(txn) = &self.txn else { return };
+        let Some(txn) = self.txns.front() else { return };
         if txn.is_hopeless() && self.phase == Phase::Transaction {
             self.unsent.clear();
             if self.expected.is_empty() {
@@ -697,7 +774,7 @@ impl Client {
     /// was meant to receive it, and reports one result per recipient.
     fn finish(&mut self, last: Option<Reply>) {
         // Invariant: finish is only reached from replies to a transaction's commands.
-        let txn = self.txn.take().expect("finish without transaction");
+        let txn = self.txns.pop_front().expect("finish without transaction");
         // RFC 5321 §4.1.1.4: the end of the content ends the transaction whatever the
         // reply; RSET anyway after anything but success, as it costs nothing pipelined and
         // guards against servers that keep state after a failure.
@@ -720,7 +797,9 @@ impl Client {
                 (i, reply)
             })
             .collect();
-        self.phase = Phase::Idle;
+        if self.txns.is_empty() {
+            self.phase = Phase::Idle;
+        }
         self.events
             .push_back(ClientEvent::TransactionDone { results });
     }
@@ -841,7 +920,9 @@ impl Client {
             Step::Mail | Step::Rcpt(_) => {
                 // Invariant: MAIL and RCPT are only queued by start_transaction, together
                 // with the transaction.
-                let txn = self.txn.as_ref().expect("MAIL/RCPT without transaction");
+                // The newest transaction: commands are written when it starts (or, without
+                // PIPELINING, while it is the only one).
+                let txn = self.txns.back().expect("MAIL/RCPT without transaction");
                 let (verb, path, params) = match step {
                     Step::Rcpt(i) => {
                         let dsn = txn.envelope.rcpt_dsn.get(i).filter(|_| self.extensions.dsn);
@@ -865,7 +946,7 @@ impl Client {
             Step::Data => out.extend_from_slice(b"DATA\r\n"),
             Step::Dot => out.extend_from_slice(b".\r\n"),
             Step::Quit => out.extend_from_slice(b"QUIT\r\n"),
-            Step::Greeting => unreachable!("the greeting is not a command"),
+            Step::Greeting | Step::Bdat => unreachable!("not written by send"),
         }
         self.expected.push_back(step);
     }
@@ -893,12 +974,20 @@ impl Client {
             Phase::Quitting => return self.close(),
             _ => {}
         }
-        let pending = match self.txn.take() {
-            Some(txn) => (0..txn.envelope.recipients.len()).collect(),
-            None => Vec::new(),
-        };
-        self.events
-            .push_back(ClientEvent::Failed { reply, pending });
+        if self.txns.is_empty() {
+            let pending = Vec::new();
+            let reply = reply.clone();
+            self.events
+                .push_back(ClientEvent::Failed { reply, pending });
+        }
+        // One event per transaction in flight, in order, so the driver can match them.
+        for txn in std::mem::take(&mut self.txns) {
+            let pending = (0..txn.envelope.recipients.len()).collect();
+            self.events.push_back(ClientEvent::Failed {
+                reply: reply.clone(),
+                pending,
+            });
+        }
         self.output.clear();
         self.close();
     }
@@ -908,7 +997,7 @@ impl Client {
             return;
         }
         self.phase = Phase::Closed;
-        self.txn = None;
+        self.txns.clear();
         self.expected.clear();
         self.unsent.clear();
         self.events.push_back(ClientEvent::Closed);
