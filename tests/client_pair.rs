@@ -390,17 +390,17 @@ fn start_chunked(p: &mut Pair, batch: Vec<(Envelope, &[u8])>) -> Vec<Option<Clie
     let mut ended = Vec::new();
     for (envelope, wire) in batch {
         let content = pigeon::session::data::unstuffed(wire);
-        let due = p
+        let started = p
             .client
             .start_chunked_transaction(envelope, content.len() as u64);
         let mut out = Vec::new();
         p.client.take_output(&mut out);
-        if due {
+        if started.is_ok() {
             out.extend_from_slice(&content);
         }
         p.client_wrote.extend_from_slice(&out);
         p.to_server.extend_from_slice(&out);
-        ended.push(if due { None } else { p.client.poll_event() });
+        ended.push(started.err());
     }
     ended
 }
@@ -529,4 +529,39 @@ fn a_lost_connection_fails_every_chunked_transaction_in_flight() {
             ClientEvent::Closed,
         ]
     );
+}
+
+#[test]
+fn a_transaction_started_after_the_session_closed_ends_at_once_with_its_own_event() {
+    let mut p = Pair::new(usize::MAX);
+    assert_eq!(p.drive(), [ClientEvent::Ready]);
+    start_chunked(
+        &mut p,
+        vec![(envelope("a@x.test", &["b@y.test"], 3), b"x\r\n")],
+    );
+    let events = p.drive();
+    assert_eq!(
+        all_results(&events),
+        [vec![(0, 250, Some(Enhanced(2, 0, 0)))]]
+    );
+    // An unprompted 421: the session is over, and the client says so with events that
+    // belong to no transaction, left queued here.
+    let input = b"421 4.3.2 going down\r\n";
+    assert_eq!(p.client.handle_input(input), input.len());
+    assert!(p.client.is_closed());
+    // A new transaction gets its own failure back, whatever is still queued.
+    let ended = start_chunked(
+        &mut p,
+        vec![(envelope("a@x.test", &["c@y.test", "d@y.test"], 3), b"y\r\n")],
+    );
+    assert_eq!(
+        ended,
+        [Some(ClientEvent::Failed {
+            reply: Reply::new(421, Enhanced(4, 4, 2), "Connection already closed"),
+            pending: vec![0, 1],
+        })]
+    );
+    assert_eq!(p.stored.len(), 1);
+    let stale: Vec<_> = std::iter::from_fn(|| p.client.poll_event()).collect();
+    assert_eq!(stale.last(), Some(&ClientEvent::Closed));
 }

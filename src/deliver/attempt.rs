@@ -120,6 +120,7 @@ async fn deliver(ctx: &Rc<ShardContext>, queue: &DomainQueue, policy: &DomainPol
             while jobs.len() < PIPELINE_DEPTH
                 && sent + (jobs.len() as u32) < max
                 && octets < PIPELINE_OCTETS
+                && !ctx.stop.is_stopping()
             {
                 let Some(more) = take(ctx, queue).await else {
                     break;
@@ -183,7 +184,9 @@ async fn deliver(ctx: &Rc<ShardContext>, queue: &DomainQueue, policy: &DomainPol
                 }
             }
         }
-        if broken {
+        // A session that ended after its last reply (an unprompted 421, say) takes no
+        // more transactions, and has no QUIT to say.
+        if broken || conn.is_closed() {
             return;
         }
         if sent >= policy.max_messages_per_connection || ctx.stop.is_stopping() {

@@ -115,6 +115,14 @@ impl ShardContext {
     }
 }
 
+impl Drop for ShardContext {
+    /// The last lines: sessions and settles that outlived the stop's wait still log, and
+    /// the context goes only when the last of them has.
+    fn drop(&mut self) {
+        self.log_lines.flush(&self.shared.log);
+    }
+}
+
 /// Runs shard `id` to completion on its own thread: binds, reports the bound addresses
 /// on `ready`, serves until `flag` is raised, drains, and makes the spool durable.
 pub fn spawn(
@@ -215,7 +223,6 @@ async fn serve(
     // Settles that ended after the scheduler's last look left finishes waiting.
     crate::outcome::settle::finish_pending(&ctx).await;
     log_flusher.cancel();
-    ctx.log_lines.flush(&ctx.shared.log);
     if ctx.sessions.get() > 0 {
         tracing::warn!(
             shard = id,

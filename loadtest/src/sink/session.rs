@@ -556,6 +556,10 @@ impl<'a> SinkSession<'a> {
             return;
         };
         if let Some(reply) = chunk.refused {
+            if chunk.last {
+                // BDAT LAST ends the transaction, refused or not (RFC 3030 §2).
+                self.reset();
+            }
             return self.reply(reply);
         }
         if chunk.last {

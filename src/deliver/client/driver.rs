@@ -276,19 +276,22 @@ impl Connection {
     /// Only when [`Connection::can_chunk`].
     pub async fn send_many(&mut self, messages: Vec<(Envelope, &[u8])>) -> Vec<Outcome> {
         let mut results: Vec<Option<Outcome>> = messages.iter().map(|_| None).collect();
+        if self.client.is_closed() {
+            // Whatever it queued when it closed is about the last batch, not this one.
+            while self.client.poll_event().is_some() {}
+        }
         let mut in_flight = std::collections::VecDeque::new();
         let mut batch = std::mem::take(&mut self.output);
         batch.clear();
         let mut written = Ok(());
         for (i, (envelope, wire)) in messages.into_iter().enumerate() {
             let content = crate::session::data::unstuffed(wire);
-            if !self
+            if let Err(ended) = self
                 .client
                 .start_chunked_transaction(envelope, content.len() as u64)
             {
-                // Ended before anything was sent: its event is the only one queued, as no
-                // reply has been read since the previous call took all of its events.
-                results[i] = self.client.poll_event().and_then(Self::outcome);
+                // Ended before anything was sent (refused here, or the session is over).
+                results[i] = Self::outcome(ended);
                 continue;
             }
             in_flight.push_back(i);
@@ -352,6 +355,11 @@ impl Connection {
             ClientEvent::Failed { reply, pending } => Some(Err((reply, pending))),
             _ => None,
         }
+    }
+
+    /// True once the session is over (QUIT answered, or it failed): no more transactions.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
     }
 
     /// Whether the server offered DSN (RFC 3461): it then takes over notifications for the

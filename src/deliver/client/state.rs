@@ -11,7 +11,8 @@
 //!    offered again, with more appended.
 //! 3. [`Client::poll_event`] until `None`, acting on each [`ClientEvent`]:
 //!    - [`ClientEvent::Ready`] or [`ClientEvent::TransactionDone`]: call
-//!      [`Client::start_transaction`] for the next batch of recipients, or [`Client::quit`];
+//!      [`Client::start_transaction`] for the next batch of recipients, or [`Client::quit`]
+//!      (with chunked transactions, once the last one in flight is done);
 //!    - [`ClientEvent::SendContent`]: write the message in wire form and `.\r\n`, then call
 //!      [`Client::handle_content_sent`];
 //!    - [`ClientEvent::StartTls`]: drop any unused input, run the TLS handshake, then call
@@ -35,6 +36,13 @@
 //! command is written only once the previous one is answered. Either way every recipient
 //! ends with one result: its RCPT refusal, or the reply to the content (or to DATA when that
 //! failed), or the MAIL refusal when the sender was refused.
+//!
+//! When the server offers CHUNKING and PIPELINING, [`Client::start_chunked_transaction`]
+//! writes `[RSET] MAIL RCPT… BDAT n LAST` instead (RFC 3030), the driver follows it with the
+//! content, and the reply to BDAT is the final one. Nothing in such a transaction waits for
+//! a reply, so several can be in flight: each is answered, in order, by its own
+//! [`ClientEvent::TransactionDone`] (or, when the session fails, its own
+//! [`ClientEvent::Failed`]).
 //!
 //! What the client refuses to do itself, before sending anything: a message over the
 //! server's SIZE (RFC 1870 §6.1, 552 5.3.4), 8-bit content to a server without 8BITMIME
@@ -158,10 +166,11 @@ pub enum ClientEvent {
     /// form (CRLF, dot-stuffed) followed by `.\r\n` itself (straight from the spool's memory
     /// map: the client never copies the body), then call [`Client::handle_content_sent`].
     SendContent,
-    /// The transaction is over: one result per recipient (index into
+    /// The oldest transaction in flight is over: one result per recipient (index into
     /// [`Envelope::recipients`]), each the RCPT reply if it was refused, else the final
-    /// reply to the content (or to DATA if that failed), or the MAIL reply for all when the
-    /// sender was refused. The client is ready for the next transaction.
+    /// reply to the content (to DATA if that failed, to BDAT for a chunked one), or the MAIL
+    /// reply for all when the sender was refused. Once no other is in flight, the client is
+    /// ready for the next transaction.
     TransactionDone {
         /// `(recipient index, reply)`, in index order.
         results: Vec<(usize, Reply)>,
@@ -170,8 +179,10 @@ pub enum ClientEvent {
     /// refused greeting or EHLO/HELO, end of stream, timeout). Every recipient of an
     /// unfinished transaction, refused at RCPT or not, gets `reply` as its result; `reply`
     /// is a 4xx except when the server refused the greeting or EHLO/HELO with a 5xx, which
-    /// happens before any transaction. [`ClientEvent::Closed`] follows, except when this
-    /// answers a [`Client::start_transaction`] made after the session had already ended.
+    /// happens before any transaction. One such event per transaction in flight, oldest
+    /// first (one with no recipients when none was); [`ClientEvent::Closed`] follows, except
+    /// when this answers a [`Client::start_transaction`] made after the session had already
+    /// ended.
     Failed {
         /// The reply to record for `pending`.
         reply: Reply,
@@ -299,6 +310,8 @@ struct Transaction {
     accepted: usize,
     /// The sender was refused: every recipient gets this reply.
     mail_refused: Option<Reply>,
+    /// Written behind other transactions still in flight (after an RSET of its own).
+    behind: bool,
 }
 
 impl Transaction {
@@ -410,31 +423,49 @@ impl Client {
 
     /// Starts a transaction whose content goes in one `BDAT size LAST` chunk (RFC 3030):
     /// `[RSET] MAIL RCPT… BDAT` are written at once, and the driver must write the `size`
-    /// octets of content (the message itself, not dot-stuffed) right after them. Returns
-    /// false when the transaction ended at once (refused locally, or the session is over;
-    /// its event is already queued) and no content may follow.
+    /// octets of content (the message itself, not dot-stuffed) right after them.
+    ///
+    /// Returns `Err` with the transaction's end when it ended at once (refused locally as
+    /// [`Client::start_transaction`] would, or the session is already over): nothing was
+    /// written, no content may follow, and the event is not queued, so it can never be
+    /// taken for another transaction's.
     ///
     /// Unlike DATA, nothing in a chunked transaction waits for a reply, so the next one can
-    /// start at once: the driver may write many transactions in one write and read all
-    /// their replies in one read. Results come in the order the transactions were started.
+    /// start at once, also behind a DATA transaction whose content is written (RFC 2920
+    /// §3.1 lets commands follow the final dot): the driver may write many transactions in
+    /// one write and read all their replies in one read. The events of the transactions
+    /// that went out come in the order they were started: one
+    /// [`ClientEvent::TransactionDone`] each, or one [`ClientEvent::Failed`] each when the
+    /// session fails.
     ///
     /// # Panics
     ///
-    /// When [`Client::can_chunk`] is false, or while the greeting or a DATA transaction is
-    /// in progress.
-    pub fn start_chunked_transaction(&mut self, envelope: Envelope, size: u64) -> bool {
+    /// When [`Client::can_chunk`] is false, or while the greeting runs or a DATA
+    /// transaction still waits for its 354 or its content.
+    pub fn start_chunked_transaction(
+        &mut self,
+        envelope: Envelope,
+        size: u64,
+    ) -> Result<(), ClientEvent> {
         assert!(
             self.can_chunk(),
             "start_chunked_transaction without CHUNKING and PIPELINING"
         );
         let in_flight = self.txns.len();
         self.begin(envelope, Some(size));
-        self.txns.len() > in_flight
+        if self.txns.len() > in_flight {
+            return Ok(());
+        }
+        // `begin` queued exactly one event for a transaction that ended at once.
+        Err(self
+            .events
+            .pop_back()
+            .expect("a transaction that ended at once has its event"))
     }
 
     fn begin(&mut self, envelope: Envelope, chunk: Option<u64>) {
-        // A chunked transaction may follow others still in flight: they are chunked too, as
-        // a DATA transaction leaves Transaction only through Content or its end.
+        // A chunked transaction may follow others whose commands and content are all
+        // written: nothing of theirs is left to send.
         let chunked_behind = chunk.is_some()
             && self.phase == Phase::Transaction
             && self.unsent.is_empty()
@@ -490,7 +521,8 @@ impl Client {
         // leave the server mid-transaction (RFC 3030 does not say it ends one), and the
         // MAIL after it would get 503. After a finished transaction RSET is a no-op
         // (RFC 5321 §4.1.1.5), and pipelined it costs no round trip.
-        if self.needs_rset || !self.txns.is_empty() {
+        let behind = !self.txns.is_empty();
+        if self.needs_rset || behind {
             self.unsent.push_back(Step::Rset);
             self.needs_rset = false;
         }
@@ -505,6 +537,7 @@ impl Client {
             answered: 0,
             accepted: 0,
             mail_refused: None,
+            behind,
         });
         self.phase = Phase::Transaction;
         if let Some(size) = chunk {
@@ -694,10 +727,10 @@ impl Client {
             .expect("MAIL reply without transaction");
         match reply.code / 100 {
             2 => {}
-            // "Bad sequence" to a MAIL we sent between transactions says the server lost
-            // track (after an earlier failure in a pipelined batch, say), nothing about the
-            // sender: try again later rather than bounce.
-            5 if reply.code == 503 => {
+            // "Bad sequence" to a MAIL pipelined behind other transactions (after its own
+            // RSET) says the server lost track of the batch, nothing about the sender: try
+            // again later rather than bounce.
+            5 if reply.code == 503 && txn.behind => {
                 txn.mail_refused = Some(unexpected(&reply));
                 self.settle_if_hopeless();
             }
