@@ -528,15 +528,18 @@ fn a_busy_or_dead_mx_is_skipped_for_the_next_in_preference_order() {
         "test.",
         vec![
             mx("many.test.", 10, "busy.many.test."),
+            mx("many.test.", 15, "closed.many.test."),
             mx("many.test.", 20, "dead.many.test."),
             mx("many.test.", 30, "good.many.test."),
             a("busy.many.test.", "127.0.0.101"),
+            a("closed.many.test.", "127.0.0.104"),
             a("dead.many.test.", "127.0.0.102"),
             a("good.many.test.", "127.0.0.103"),
         ],
     );
     // 127.0.0.102 has no listener: connection refused.
     let busy = Sink::start(&[(at("127.0.0.101"), "greet-421")]);
+    let closed = Sink::start(&[(at("127.0.0.104"), "greet-554")]);
     let good = Sink::start(&[(at("127.0.0.103"), "accept")]);
     let mut pigeon = pigeon("127.0.0.100", &dns, "");
     let id = smtplib_send(
@@ -551,6 +554,17 @@ fn a_busy_or_dead_mx_is_skipped_for_the_next_in_preference_order() {
         std::fs::read_to_string(busy.dir.path().join("refused.jsonl")).is_ok_and(|s| !s.is_empty()),
         "the preferred MX was tried first"
     );
+    // A server that refuses in its greeting still waits for QUIT (RFC 5321 §3.1), and gets
+    // it, and nothing else.
+    let commands: Vec<String> = std::fs::read_to_string(closed.dir.path().join("refused.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["command"].as_str().map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(commands, ["QUIT"]);
     wait_until(Duration::from_secs(10), "the delivered event", || {
         pigeon.delivery_events().iter().any(|e| {
             e["event"] == "delivered" && e["id"] == id.as_str() && e["host"] == "good.many.test"

@@ -9,6 +9,9 @@ Each ADDR is ip:port. BEHAVIOUR is one of
   tempfail        451 4.3.0 to every RCPT
   reject          550 5.1.1 to every RCPT
   greet-421       a 421 greeting, then close (a busy server)
+  greet-554       a 554 greeting (a server that will not talk to us), then 503 to every
+                  command but QUIT, which gets 221; each command line is appended to
+                  OUTDIR/refused.jsonl as {addr, command}
 followed by options, each ",KEY=VALUE":
   cert=PEM,key=PEM  offer STARTTLS with this certificate chain and key (TLS 1.2 and 1.3)
   maxtls=1.2        with cert/key: TLS 1.2 at most
@@ -142,17 +145,36 @@ def tls_context(options):
     return ctx
 
 
-class Busy:
-    """A server that answers every connection with 421 and closes it."""
+class Refuser:
+    """A server that refuses every connection in its greeting: 421 and close (busy), or
+    554 and wait for QUIT (RFC 5321 section 3.1), recording the commands it gets."""
 
-    def __init__(self, host, port, out):
-        self.host, self.port, self.out = host, port, out
+    def __init__(self, host, port, out, code):
+        self.host, self.port, self.out, self.code = host, port, out, code
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     async def _serve(self, reader, writer):
-        append(os.path.join(self.out, "refused.jsonl"), {"addr": "{}:{}".format(self.host, self.port)})
-        writer.write(b"421 4.3.2 Too busy, try later\r\n")
+        addr = "{}:{}".format(self.host, self.port)
+        log = os.path.join(self.out, "refused.jsonl")
+        append(log, {"addr": addr})
+        if self.code == 421:
+            writer.write(b"421 4.3.2 Too busy, try later\r\n")
+        else:
+            writer.write(b"554 5.7.1 No SMTP service here\r\n")
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), 10)
+                except asyncio.TimeoutError:
+                    break
+                if not line:
+                    break
+                command = line.decode("latin-1").strip()
+                append(log, {"addr": addr, "command": command})
+                if command.upper() == "QUIT":
+                    writer.write(b"221 2.0.0 Bye\r\n")
+                    break
+                writer.write(b"503 5.5.1 No SMTP service here\r\n")
         await writer.drain()
         writer.close()
 
@@ -173,10 +195,10 @@ def main():
         behaviour, *opts = behaviour.split(",")
         options = dict(o.split("=", 1) for o in opts)
         host, port = addr.rsplit(":", 1)
-        if behaviour == "greet-421":
-            busy = Busy(host, int(port), out)
-            busy.start()
-            controllers.append(busy)
+        if behaviour in ("greet-421", "greet-554"):
+            refuser = Refuser(host, int(port), out, int(behaviour[-3:]))
+            refuser.start()
+            controllers.append(refuser)
             continue
         handler = Handler(addr, behaviour, out)
         if "cert" in options:

@@ -130,18 +130,20 @@ impl Connection {
             conn.start_tls(tls.policy, clients).await?;
             event = conn.next_event().await;
         }
-        match event {
-            ClientEvent::Ready => Ok(conn),
+        if event == ClientEvent::Ready {
+            return Ok(conn);
+        }
+        let error = match event {
             // Our own refusal (TLS required but not to be had): say so, naming the host.
             ClientEvent::Failed { reply, .. } if reply.enhanced == Some(Enhanced(4, 7, 4)) => {
                 let text = format!("{} by host {host}[{addr}]", reply.lines.join(" "));
-                Err(Reply::new(451, Enhanced(4, 7, 4), text).into())
+                Reply::new(451, Enhanced(4, 7, 4), text).into()
             }
             ClientEvent::Failed { reply, .. } => {
                 // A refusal to talk is about this host, not the recipients: try elsewhere
                 // or later, never bounce on it.
                 let text = format!("{host}[{addr}] refused to talk: {reply}");
-                Err(if reply.code >= 500 {
+                if reply.code >= 500 {
                     temporary(text)
                 } else {
                     Reply {
@@ -149,10 +151,16 @@ impl Connection {
                         ..reply
                     }
                 }
-                .into())
+                .into()
             }
-            other => Err(temporary(format!("{host}[{addr}]: unexpected {other:?}")).into()),
+            other => temporary(format!("{host}[{addr}]: unexpected {other:?}")).into(),
+        };
+        // After a refused greeting or EHLO the server still waits for QUIT (RFC 5321
+        // §3.1), which the client has queued; a session that broke has nothing to say.
+        if !conn.client.is_closed() {
+            conn.quit().await;
         }
+        Err(error)
     }
 
     /// Runs the TLS handshake after the server's 220 to STARTTLS, bounded by
