@@ -18,7 +18,8 @@ use crate::runtime::shard::ShardContext;
 /// few milliseconds of its 250; each look is a walk over the domains with ready jobs.
 const TICK: Duration = Duration::from_millis(10);
 
-/// How often unused segment maps are dropped and freed memory is given back.
+/// How often unused segment maps are dropped, freed memory is given back and the queues
+/// of domains idle since the last time are retired.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
 /// How long finished messages may wait for their records to be killed together, and how
@@ -79,6 +80,13 @@ pub async fn run(ctx: Rc<ShardContext>) {
         if pruned.elapsed() > PRUNE_EVERY {
             ctx.reader.prune();
             memory::give_back();
+            if ctx.id == 0 {
+                // One shard is enough: the registry is shared.
+                let retired = ctx.shared.ready.retire_idle();
+                if retired > 0 {
+                    tracing::debug!(retired, "idle domain queues retired");
+                }
+            }
             pruned = Instant::now();
         }
         future::or(glommio::timer::sleep(TICK), ctx.stop.wait()).await;

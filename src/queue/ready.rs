@@ -13,8 +13,16 @@
 //! shard that wrote it: its content is read from that shard's own maps, and the kill of
 //! its record when it is finished (`spool::record`) lands in the segment that shard is
 //! syncing anyway, instead of costing a sync of another shard's file.
+//!
+//! A domain's queue leaves the registry once it has had no job and no connection for a
+//! while ([`ReadyQueues::retire_idle`]), so that the schedulers, which walk the registry
+//! every few milliseconds, walk the domains that have mail rather than every domain ever
+//! mailed (a bulk sender reaches hundreds of thousands). Retiring races with pushing: a
+//! job can land in a queue that is being taken out. Both sides raise their flag (the job,
+//! or `retired`) and then look at the other's behind a `SeqCst` fence, so at least one of
+//! them sees the other and moves the job to the domain's current queue.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crossbeam::queue::SegQueue;
@@ -30,6 +38,10 @@ pub struct DomainQueue {
     /// One FIFO per shard: the jobs whose message record that shard wrote.
     lanes: Box<[SegQueue<Job>]>,
     connections: AtomicU32,
+    /// A job was pushed since [`ReadyQueues::retire_idle`] last looked.
+    touched: AtomicBool,
+    /// Taken out of the registry: a job that lands here after all is moved on.
+    retired: AtomicBool,
 }
 
 impl DomainQueue {
@@ -38,6 +50,8 @@ impl DomainQueue {
             domain,
             lanes: (0..shards.max(1)).map(|_| SegQueue::new()).collect(),
             connections: AtomicU32::new(0),
+            touched: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -102,21 +116,73 @@ impl ReadyQueues {
         }
     }
 
-    /// The queue of `domain` (lower case), created on first use.
+    /// The queue of `domain` (lower case), created on first use (and again after it was
+    /// retired).
     pub fn domain(&self, domain: &str) -> Arc<DomainQueue> {
-        if let Some(e) = self.domains.get(domain) {
-            return e.value().clone();
+        loop {
+            let entry = match self.domains.get(domain) {
+                Some(e) => e,
+                None => {
+                    let q = Arc::new(DomainQueue::new(domain.to_owned(), self.shards));
+                    self.domains.get_or_insert(domain.to_owned(), q)
+                }
+            };
+            if !entry.value().retired.load(Ordering::SeqCst) {
+                return entry.value().clone();
+            }
+            // Being retired: help take it out, then find or make the fresh one.
+            entry.remove();
         }
-        let q = Arc::new(DomainQueue::new(domain.to_owned(), self.shards));
-        self.domains
-            .get_or_insert(domain.to_owned(), q)
-            .value()
-            .clone()
     }
 
     /// Queues a job for `domain`.
     pub fn push(&self, domain: &str, job: Job) {
-        self.domain(domain).push(job);
+        let queue = self.domain(domain);
+        queue.touched.store(true, Ordering::Relaxed);
+        queue.push(job);
+        fence(Ordering::SeqCst);
+        if queue.retired.load(Ordering::SeqCst) {
+            // Retired after we found it: the retirer may have looked before our job came.
+            self.rescue(&queue);
+        }
+    }
+
+    /// Moves every job of a retired queue to its domain's current one.
+    fn rescue(&self, old: &DomainQueue) {
+        for lane in old.lanes.iter() {
+            while let Some(job) = lane.pop() {
+                self.push(&old.domain, job);
+            }
+        }
+    }
+
+    /// Takes out of the registry the queues that have had no job pushed since the last
+    /// call, hold none now and have no connection open; returns how many. Called every few
+    /// seconds by one shard: a domain idle for that long gets a fresh queue (an allocation)
+    /// when mail for it comes again.
+    pub fn retire_idle(&self) -> usize {
+        let mut retired = 0;
+        for entry in self.domains.iter() {
+            let queue = entry.value();
+            if queue.touched.swap(false, Ordering::Relaxed)
+                || !queue.is_empty()
+                || queue.connections() > 0
+            {
+                continue;
+            }
+            queue.retired.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            entry.remove();
+            retired += 1;
+            // A push that found the queue before the flag may have landed since the check.
+            self.rescue(queue);
+        }
+        retired
+    }
+
+    /// Domains in the registry.
+    pub fn domains(&self) -> usize {
+        self.domains.len()
     }
 
     /// Every domain queue that has jobs waiting.
@@ -221,6 +287,98 @@ mod tests {
             .collect();
         assert_eq!(order, vec![1, 3, 0, 2]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn idle_queues_leave_the_registry_and_come_back_fresh() {
+        let queues = ReadyQueues::new(2);
+        queues.push("a.test", job(1));
+        queues.push("b.test", job(2));
+        let b = queues.domain("b.test");
+        assert!(b.try_open_connection(1));
+        assert!(queues.domain("a.test").pop(0).is_some());
+        // Pushed since the last look: kept this time.
+        assert_eq!(queues.retire_idle(), 0);
+        // a.test is idle now; b.test has a job and a connection.
+        assert_eq!(queues.retire_idle(), 1);
+        assert_eq!(queues.domains(), 1);
+        assert!(b.pop(0).is_some());
+        assert_eq!(queues.retire_idle(), 0, "a connection is still open");
+        b.close_connection();
+        assert_eq!(queues.retire_idle(), 1);
+        assert_eq!(queues.domains(), 0);
+        queues.push("a.test", job(3));
+        assert_eq!(queues.busy().len(), 1);
+        assert_eq!(queues.total(), 1);
+    }
+
+    #[test]
+    fn no_job_is_lost_while_queues_are_retired_under_pushers() {
+        let queues = Arc::new(ReadyQueues::new(2));
+        let done = Arc::new(AtomicBool::new(false));
+        let retirer = {
+            let (q, done) = (queues.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut retired = 0;
+                while !done.load(Ordering::Relaxed) {
+                    retired += q.retire_idle();
+                }
+                retired
+            })
+        };
+        // Poppers empty the queues as they fill, so they are often idle and retired.
+        let poppers: Vec<_> = (0..2u8)
+            .map(|shard| {
+                let (q, done) = (queues.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    while !done.load(Ordering::Relaxed) {
+                        for d in ["a.test", "b.test", "c.test"] {
+                            if let Some(j) = q.domain(d).pop(shard) {
+                                seen.push(j.message.id);
+                            }
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        let pushers: Vec<_> = (0..3u32)
+            .map(|t| {
+                let q = queues.clone();
+                std::thread::spawn(move || {
+                    for i in 0..3000 {
+                        let d = ["a.test", "b.test", "c.test"][(i % 3) as usize];
+                        q.push(d, job(t * 3000 + i));
+                        if i % 100 == 99 {
+                            // Pauses, so that queues run empty and idle and get retired.
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for p in pushers {
+            p.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        let retired = retirer.join().unwrap();
+        let mut all: Vec<_> = poppers
+            .into_iter()
+            .flat_map(|p| p.join().unwrap())
+            .collect();
+        for d in ["a.test", "b.test", "c.test"] {
+            let q = queues.domain(d);
+            while let Some(j) = q.pop(0) {
+                all.push(j.message.id);
+            }
+        }
+        let popped = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), popped, "a job was taken twice");
+        assert_eq!(all.len(), 9000, "a job was lost ({retired} retirements)");
+        assert!(retired > 0, "the race was not exercised");
     }
 
     #[test]
