@@ -211,9 +211,11 @@ fn delayed_replies_show_in_the_latency() {
     let b = blast(&["--target", &sink.addr, "--sessions", "2", "--messages", "6"]);
     sink.stop();
     assert_eq!(n(&b["messages_accepted"]), 6, "{b}");
-    // Every final reply waited at least the delay (a lower bound, not a speed claim).
+    // Every final reply waited for the delay (a lower bound, not a speed claim). Not to
+    // the millisecond: the sink can start its timer before the blast, descheduled after
+    // its write, takes the time it measures from.
     let min = b["latency_ms"]["min"].as_f64().unwrap();
-    assert!(min >= 299.0, "{b}");
+    assert!(min >= 250.0, "{b}");
 }
 
 #[test]

@@ -17,12 +17,17 @@
 //! A domain's queue leaves the registry once it has had no job and no connection for a
 //! while ([`ReadyQueues::retire_idle`]), so that the schedulers, which walk the registry
 //! every few milliseconds, walk the domains that have mail rather than every domain ever
-//! mailed (a bulk sender reaches hundreds of thousands). Retiring races with pushing: a
-//! job can land in a queue that is being taken out. Both sides raise their flag (the job,
-//! or `retired`) and then look at the other's behind a `SeqCst` fence, so at least one of
-//! them sees the other and moves the job to the domain's current queue.
+//! mailed (a bulk sender reaches hundreds of thousands). A queue is retired by setting a
+//! bit in its connection count, and only while that count is zero, so no connection can
+//! open on a retired queue. Retiring races with pushing: a job can land in a queue that is
+//! being taken out. Both sides raise their flag (the job, or the bit) and then look at the
+//! other's behind a `SeqCst` fence, so at least one of them sees the other and moves the
+//! job to the domain's current queue.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
+
+/// The bit of a queue's connection count that says it was retired.
+const RETIRED: u32 = 1 << 31;
 use std::sync::Arc;
 
 use crossbeam::queue::SegQueue;
@@ -37,11 +42,11 @@ pub struct DomainQueue {
     pub domain: String,
     /// One FIFO per shard: the jobs whose message record that shard wrote.
     lanes: Box<[SegQueue<Job>]>,
+    /// Open connections, all shards together; with [`RETIRED`] set once the queue was
+    /// taken out of the registry (a job that lands here after all is moved on).
     connections: AtomicU32,
     /// A job was pushed since [`ReadyQueues::retire_idle`] last looked.
     touched: AtomicBool,
-    /// Taken out of the registry: a job that lands here after all is moved on.
-    retired: AtomicBool,
 }
 
 impl DomainQueue {
@@ -51,12 +56,13 @@ impl DomainQueue {
             lanes: (0..shards.max(1)).map(|_| SegQueue::new()).collect(),
             connections: AtomicU32::new(0),
             touched: AtomicBool::new(false),
-            retired: AtomicBool::new(false),
         }
     }
 
     /// Adds a job at the back of the lane of the shard that received its message (which
     /// wrote its record; a copy forward may since have moved it, rarely and late).
+    /// Bypasses retirement: the server pushes through [`ReadyQueues::push`]; this is for
+    /// tests and benches that hold a queue of their own.
     pub fn push(&self, job: Job) {
         let shard = usize::from(job.message.id.shard());
         self.lanes[shard % self.lanes.len()].push(job);
@@ -81,14 +87,20 @@ impl DomainQueue {
 
     /// Open connections to this domain, all shards together.
     pub fn connections(&self) -> u32 {
-        self.connections.load(Ordering::Acquire)
+        self.connections.load(Ordering::Acquire) & !RETIRED
     }
 
-    /// Takes a connection slot if fewer than `limit` are open.
+    /// True once the queue was taken out of the registry.
+    fn is_retired(&self) -> bool {
+        self.connections.load(Ordering::SeqCst) & RETIRED != 0
+    }
+
+    /// Takes a connection slot if fewer than `limit` are open (never on a retired queue:
+    /// its domain has a fresh one).
     pub fn try_open_connection(&self, limit: u32) -> bool {
         self.connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
+                (n & RETIRED == 0 && n < limit).then_some(n + 1)
             })
             .is_ok()
     }
@@ -127,7 +139,7 @@ impl ReadyQueues {
                     self.domains.get_or_insert(domain.to_owned(), q)
                 }
             };
-            if !entry.value().retired.load(Ordering::SeqCst) {
+            if !entry.value().is_retired() {
                 return entry.value().clone();
             }
             // Being retired: help take it out, then find or make the fresh one.
@@ -141,7 +153,7 @@ impl ReadyQueues {
         queue.touched.store(true, Ordering::Relaxed);
         queue.push(job);
         fence(Ordering::SeqCst);
-        if queue.retired.load(Ordering::SeqCst) {
+        if queue.is_retired() {
             // Retired after we found it: the retirer may have looked before our job came.
             self.rescue(&queue);
         }
@@ -164,13 +176,17 @@ impl ReadyQueues {
         let mut retired = 0;
         for entry in self.domains.iter() {
             let queue = entry.value();
-            if queue.touched.swap(false, Ordering::Relaxed)
-                || !queue.is_empty()
-                || queue.connections() > 0
-            {
+            if queue.touched.swap(false, Ordering::Relaxed) || !queue.is_empty() {
                 continue;
             }
-            queue.retired.store(true, Ordering::SeqCst);
+            // No connection open, and none can open from now on: one atomic step.
+            let idle =
+                queue
+                    .connections
+                    .compare_exchange(0, RETIRED, Ordering::SeqCst, Ordering::SeqCst);
+            if idle.is_err() {
+                continue;
+            }
             fence(Ordering::SeqCst);
             entry.remove();
             retired += 1;
@@ -307,6 +323,11 @@ mod tests {
         b.close_connection();
         assert_eq!(queues.retire_idle(), 1);
         assert_eq!(queues.domains(), 0);
+        assert!(
+            !b.try_open_connection(10),
+            "no connection on a retired queue"
+        );
+        assert_eq!(b.connections(), 0);
         queues.push("a.test", job(3));
         assert_eq!(queues.busy().len(), 1);
         assert_eq!(queues.total(), 1);
