@@ -90,3 +90,82 @@ fn every_recipient_arrives_through_a_sink_that_defers_thirty_percent() {
         .all(|e| e["reply"].as_str().unwrap().starts_with("451")));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A mailing-list burst through two shards into a sink that takes chunked batches: every
+/// recipient arrives, and pigeon then stops on SIGTERM. (A scheduler that spun on a domain
+/// whose jobs another shard's batch had taken once hung a shard here for good: nothing
+/// more was delivered, and the stop never came.)
+#[test]
+fn a_mailing_list_burst_arrives_whole_and_pigeon_still_stops() {
+    let (messages, per_message) = (300u64, 100u64);
+    let sink = Sink::start(
+        "127.0.0.152:0",
+        &["--expect-recipients", &(messages * per_message).to_string()],
+    );
+    let dir = temp_dir("through-pigeon-list");
+    let config = format!(
+        "hostname = \"mx.test\"\nshards = 2\n\n[spool]\npath = \"{}\"\n\n[log]\ndelivery = \"{}\"\n\n\
+         [[listener]]\naddress = \"127.0.0.153:2525\"\n\n\
+         [domain.default]\nroute = [\"{}\"]\nmax_connections = 32\n",
+        dir.join("spool").display(),
+        dir.join("delivery.log").display(),
+        sink.addr
+    );
+    std::fs::write(dir.join("pigeon.toml"), config).unwrap();
+    let stderr = std::fs::File::create(dir.join("pigeon.stderr")).unwrap();
+    let mut pigeon = Command::new(pigeon_binary())
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.join("pigeon.toml"))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect("127.0.0.153:2525").is_err() {
+        assert!(Instant::now() < deadline, "pigeon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = blast(&[
+        "--target",
+        "127.0.0.153:2525",
+        "--sessions",
+        "20",
+        "--messages",
+        &messages.to_string(),
+        "--recipients",
+        &per_message.to_string(),
+        "--domains",
+        "100",
+        "--hot-domain-share",
+        "40",
+    ]);
+    let got = sink.finish();
+    // Stopped with a bound: a hung shard must fail the test, not hang it.
+    let _ = Command::new("kill")
+        .args(["-TERM", &pigeon.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stopped = loop {
+        if let Some(status) = pigeon.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = pigeon.kill();
+            let _ = pigeon.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        n(&sent["recipients_accepted"]),
+        messages * per_message,
+        "{sent}"
+    );
+    assert_eq!(n(&got["recipients"]), messages * per_message, "{got}");
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "pigeon did not stop within 20 s of SIGTERM: {stopped:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

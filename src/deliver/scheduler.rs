@@ -59,14 +59,19 @@ pub async fn run(ctx: Rc<ShardContext>) {
                 .max_connections
                 .div_ceil(ctx.shard_count.max(1))
                 .max(1);
-            loop {
+            // glommio runs a spawned task at once, up to its first await: an attempt that
+            // finds the queue empty (another shard's connections took the jobs since `want`
+            // was read) ends before the next turn of this loop and gives its slot back. So
+            // the loop stops when the queue is empty, and tries at most `want` times: it
+            // must never spin without yielding.
+            for _ in 0..want {
                 let mine = ctx
                     .domain_connections
                     .borrow()
                     .get(&queue.domain)
                     .copied()
                     .unwrap_or(0);
-                if mine >= share || !queue.try_open_connection(want) {
+                if queue.is_empty() || mine >= share || !queue.try_open_connection(want) {
                     break;
                 }
                 *ctx.domain_connections
