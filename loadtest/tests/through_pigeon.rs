@@ -113,14 +113,16 @@ fn a_mailing_list_burst_arrives_whole_and_pigeon_still_stops() {
     );
     std::fs::write(dir.join("pigeon.toml"), config).unwrap();
     let stderr = std::fs::File::create(dir.join("pigeon.stderr")).unwrap();
-    let mut pigeon = Command::new(pigeon_binary())
-        .arg("serve")
-        .arg("--config")
-        .arg(dir.join("pigeon.toml"))
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    let mut pigeon = Pigeon(
+        Command::new(pigeon_binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.join("pigeon.toml"))
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect("127.0.0.153:2525").is_err() {
         assert!(Instant::now() < deadline, "pigeon did not start");
@@ -142,21 +144,7 @@ fn a_mailing_list_burst_arrives_whole_and_pigeon_still_stops() {
     ]);
     let got = sink.finish();
     // Stopped with a bound: a hung shard must fail the test, not hang it.
-    let _ = Command::new("kill")
-        .args(["-TERM", &pigeon.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let stopped = loop {
-        if let Some(status) = pigeon.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = pigeon.kill();
-            let _ = pigeon.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let stopped = pigeon.stop_within(Duration::from_secs(20));
     assert_eq!(
         n(&sent["recipients_accepted"]),
         messages * per_message,

@@ -129,14 +129,40 @@ pub fn pigeon_binary() -> PathBuf {
     bin
 }
 
-/// A running pigeon, stopped with SIGTERM when dropped.
+/// A running pigeon, stopped with SIGTERM when dropped (and with SIGKILL if it has not
+/// exited 30 s later, so that a hung pigeon fails its test instead of hanging the run).
 pub struct Pigeon(pub Child);
 
-impl Drop for Pigeon {
-    fn drop(&mut self) {
+impl Pigeon {
+    /// SIGTERM, then waits up to `limit` for the exit; `None` (after SIGKILL) if pigeon did
+    /// not exit in time.
+    pub fn stop_within(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status();
-        let _ = self.0.wait();
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pigeon {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let stopped = self.stop_within(std::time::Duration::from_secs(30));
+        if stopped.is_none() && !std::thread::panicking() {
+            panic!("pigeon did not exit within 30 s of SIGTERM");
+        }
     }
 }
