@@ -621,7 +621,10 @@ fn finished_messages_stay_finished_across_restarts_while_old_segments_live() {
     assert!(pigeon.stop().success());
     pigeon.restart();
     // A message sent after the restart goes through the same domain's queue behind anything
-    // the restart queued again: once it has arrived, a resurrected message would have too.
+    // the restart queued again (one shard: one lane, first in first out), so a resurrected
+    // message is taken before it; and the graceful stop below finishes any transaction
+    // still under way. Once it has arrived and pigeon has stopped, a resurrected message
+    // would be at the sink too.
     let mut c = Client::greeted(pigeon.addr);
     assert_eq!(c.cmd("EHLO c").code, 250);
     queued_id(&c.send_message(

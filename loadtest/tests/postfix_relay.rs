@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{blast, free_port, n, pigeon_binary, temp_dir, Pigeon, Sink};
+use common::{blast, free_port, n, temp_dir, Pigeon, Sink};
 
 /// The message blast sends: dots at line starts (stuffed in the spool, unstuffed for BDAT),
 /// a lone dot line, and a long body so a batch spans many TCP segments.
@@ -195,19 +195,7 @@ fn chunked_batches_through_postfix_arrive_whole() {
         dir.join("spool").display(),
         dir.join("delivery.log").display(),
     );
-    std::fs::write(dir.join("pigeon.toml"), config).unwrap();
-    let stderr = std::fs::File::create(dir.join("pigeon.stderr")).unwrap();
-    let _pigeon = Pigeon(
-        Command::new(pigeon_binary())
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.join("pigeon.toml"))
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap(),
-    );
-    ehlo("127.0.0.187:2525");
+    let _pigeon = Pigeon::serve(&dir, &config, "127.0.0.187:2525");
 
     let eml = dir.join("sample.eml");
     std::fs::write(&eml, sample()).unwrap();

@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{blast, n, pigeon_binary, temp_dir, Pigeon, Sink};
+use common::{blast, n, temp_dir, Pigeon, Sink};
 
 #[test]
 fn every_recipient_arrives_through_a_sink_that_defers_thirty_percent() {
@@ -27,23 +26,7 @@ fn every_recipient_arrives_through_a_sink_that_defers_thirty_percent() {
         log.display(),
         sink.addr
     );
-    std::fs::write(dir.join("pigeon.toml"), config).unwrap();
-    let stderr = std::fs::File::create(dir.join("pigeon.stderr")).unwrap();
-    let _pigeon = Pigeon(
-        Command::new(pigeon_binary())
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.join("pigeon.toml"))
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect("127.0.0.151:2525").is_err() {
-        assert!(Instant::now() < deadline, "pigeon did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _pigeon = Pigeon::serve(&dir, &config, "127.0.0.151:2525");
 
     let sent = blast(&[
         "--target",
@@ -111,23 +94,7 @@ fn a_mailing_list_burst_arrives_whole_and_pigeon_still_stops() {
         dir.join("delivery.log").display(),
         sink.addr
     );
-    std::fs::write(dir.join("pigeon.toml"), config).unwrap();
-    let stderr = std::fs::File::create(dir.join("pigeon.stderr")).unwrap();
-    let mut pigeon = Pigeon(
-        Command::new(pigeon_binary())
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.join("pigeon.toml"))
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect("127.0.0.153:2525").is_err() {
-        assert!(Instant::now() < deadline, "pigeon did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut pigeon = Pigeon::serve(&dir, &config, "127.0.0.153:2525");
     let sent = blast(&[
         "--target",
         "127.0.0.153:2525",

@@ -8,9 +8,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{blast, n, pigeon_binary, temp_dir, Pigeon, Sink};
+use common::{blast, n, temp_dir, Pigeon, Sink};
 
 /// Runs openssl, failing the test with its message if it fails.
 fn openssl(args: &[&str]) {
@@ -232,21 +232,7 @@ fn blast_starttls_into_pigeon_then_to_the_sink() {
         log = dir.join("delivery.log").display(),
         route = sink.addr,
     );
-    std::fs::write(dir.join("pigeon.toml"), config).unwrap();
-    let _pigeon = Pigeon(
-        Command::new(pigeon_binary())
-            .args(["serve", "--config"])
-            .arg(dir.join("pigeon.toml"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    // Bounded wait for the listener.
-    let up = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        std::net::TcpStream::connect("127.0.0.176:2587").is_ok()
-    });
-    assert!(up, "pigeon did not listen");
+    let _pigeon = Pigeon::serve(&dir, &config, "127.0.0.176:2587");
     let b = blast(&[
         "--target",
         "127.0.0.176:2587",

@@ -263,13 +263,10 @@ fn settle_apart(
     next_hop_dsn: bool,
     results: Vec<(u32, Reply)>,
 ) {
-    ctx.attempts.set(ctx.attempts.get() + 1);
-    let ctx = ctx.clone();
-    glommio::spawn_local(async move {
-        settle(&ctx, job, host.as_deref(), tls, next_hop_dsn, results).await;
-        ctx.attempts.set(ctx.attempts.get() - 1);
-    })
-    .detach();
+    let c = ctx.clone();
+    ctx.spawn_counted(async move {
+        settle(&c, job, host.as_deref(), tls, next_hop_dsn, results).await;
+    });
 }
 
 /// The next job of the domain that is not past its age; older ones expire on the way.

@@ -35,13 +35,8 @@ pub async fn run(ctx: Rc<ShardContext>) {
         let waiting = ctx.finishing.borrow().len();
         if waiting >= FINISH_BATCH || (waiting > 0 && finished.elapsed() >= FINISH_EVERY) {
             finished = Instant::now();
-            ctx.attempts.set(ctx.attempts.get() + 1);
-            let ctx = ctx.clone();
-            glommio::spawn_local(async move {
-                settle::finish_pending(&ctx).await;
-                ctx.attempts.set(ctx.attempts.get() - 1);
-            })
-            .detach();
+            let c = ctx.clone();
+            ctx.spawn_counted(async move { settle::finish_pending(&c).await });
         }
         let due = ctx.deferred.borrow_mut().pop_due(now_micros());
         for (message, recipients) in due {

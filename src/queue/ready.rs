@@ -25,15 +25,15 @@
 //! job to the domain's current queue.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
-
-/// The bit of a queue's connection count that says it was retired.
-const RETIRED: u32 = 1 << 31;
 use std::sync::Arc;
 
 use crossbeam::queue::SegQueue;
 use crossbeam_skiplist::SkipMap;
 
 use crate::queue::message::Job;
+
+/// The bit of a queue's connection count that says it was retired.
+const RETIRED: u32 = 1 << 31;
 
 /// The ready jobs of one destination domain and its open connections.
 #[derive(Debug)]
@@ -197,7 +197,8 @@ impl ReadyQueues {
     }
 
     /// Domains in the registry.
-    pub fn domains(&self) -> usize {
+    #[cfg(test)]
+    fn domains(&self) -> usize {
         self.domains.len()
     }
 

@@ -97,6 +97,18 @@ impl ShardContext {
         self.log_lines.push(&self.shared.log, event);
     }
 
+    /// Runs `work` in a task of its own, counted in [`ShardContext::attempts`] until it
+    /// ends, so that a stopping shard waits for it.
+    pub fn spawn_counted(self: &Rc<Self>, work: impl std::future::Future<Output = ()> + 'static) {
+        self.attempts.set(self.attempts.get() + 1);
+        let ctx = self.clone();
+        glommio::spawn_local(async move {
+            work.await;
+            ctx.attempts.set(ctx.attempts.get() - 1);
+        })
+        .detach();
+    }
+
     /// Whether a client at `ip` may relay to any domain.
     pub fn may_relay(&self, ip: IpAddr) -> bool {
         crate::accept::limits::in_networks(&self.relay_networks, ip)

@@ -134,6 +134,32 @@ pub fn pigeon_binary() -> PathBuf {
 pub struct Pigeon(pub Child);
 
 impl Pigeon {
+    /// Writes `config` to `dir/pigeon.toml`, runs `pigeon serve` on it (stderr to
+    /// `dir/pigeon.stderr`) and returns once `listen` accepts connections (at most 20 s).
+    pub fn serve(dir: &std::path::Path, config: &str, listen: &str) -> Pigeon {
+        std::fs::write(dir.join("pigeon.toml"), config).unwrap();
+        let stderr = std::fs::File::create(dir.join("pigeon.stderr")).unwrap();
+        let pigeon = Pigeon(
+            Command::new(pigeon_binary())
+                .arg("serve")
+                .arg("--config")
+                .arg(dir.join("pigeon.toml"))
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .expect("start pigeon"),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(listen).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pigeon did not listen on {listen}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        pigeon
+    }
+
     /// SIGTERM, then waits up to `limit` for the exit; `None` (after SIGKILL) if pigeon did
     /// not exit in time.
     pub fn stop_within(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {

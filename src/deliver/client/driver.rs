@@ -292,6 +292,7 @@ impl Connection {
         let mut batch = std::mem::take(&mut self.output);
         batch.clear();
         let mut written = Ok(());
+        let mut commands = Vec::new();
         for (i, (envelope, wire)) in messages.into_iter().enumerate() {
             let content = crate::session::data::unstuffed(wire);
             if let Err(ended) = self
@@ -303,9 +304,10 @@ impl Connection {
                 continue;
             }
             in_flight.push_back(i);
-            let mut commands = Vec::new();
+            // Swapped with the client's buffer: the two take turns, no allocation each.
             self.client.take_output(&mut commands);
             batch.extend_from_slice(&commands);
+            commands.clear();
             if written.is_err() {
                 continue;
             }

@@ -52,6 +52,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::io::Write;
 use std::time::Duration;
 
 use crate::smtp::reply::{Enhanced, Reply};
@@ -547,8 +548,8 @@ impl Client {
             while let Some(step) = self.unsent.pop_front() {
                 self.send(step);
             }
-            self.output
-                .extend_from_slice(format!("BDAT {size} LAST\r\n").as_bytes());
+            // Writing into a Vec cannot fail.
+            let _ = write!(self.output, "BDAT {size} LAST\r\n");
             self.expected.push_back(Step::Bdat);
             return;
         }
