@@ -10,30 +10,30 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 
-use mimalloc::MiMalloc;
 use pigeon::queue::deferred::Deferred;
 use pigeon::queue::message::{jobs_for, Job, QueuedMessage};
+use pigeon::runtime::memory::Allocator;
 use pigeon::spool::record::MessageId;
 use pigeon::spool::replay::SegmentKey;
 
-/// mimalloc, as in the server, counting the bytes asked for and not yet freed.
+/// pigeon's allocator (mimalloc, as in the server), counting the bytes asked for and not yet freed.
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
-// SAFETY: every call is passed on to mimalloc unchanged; the counter only observes.
+// SAFETY: every call is passed on to pigeon's allocator unchanged; the counter only observes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        MiMalloc.alloc(layout)
+        Allocator.alloc(layout)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        MiMalloc.dealloc(ptr, layout)
+        Allocator.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, size: usize) -> *mut u8 {
         LIVE.fetch_add(size as isize - layout.size() as isize, Ordering::Relaxed);
-        MiMalloc.realloc(ptr, layout, size)
+        Allocator.realloc(ptr, layout, size)
     }
 }
 

@@ -11,6 +11,7 @@ use pigeon::outcome::log::DeliveryLog;
 use pigeon::queue::deferred::Deferred;
 use pigeon::queue::message::QueuedMessage;
 use pigeon::queue::retry::now_micros;
+use pigeon::runtime::memory::long_lived;
 use pigeon::runtime::shard;
 use pigeon::runtime::shared::Shared;
 use pigeon::runtime::shutdown::{spawn_signal_thread, StopFlag};
@@ -21,7 +22,7 @@ use pigeon::spool::replay::{replay, RecipientState, SegmentKey};
 use pigeon::spool::segments::Segments;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: pigeon::runtime::memory::Allocator = pigeon::runtime::memory::Allocator;
 
 #[derive(Parser)]
 #[command(
@@ -154,10 +155,13 @@ fn main() -> ExitCode {
 
 fn serve(config_path: Option<&Path>) -> Result<(), String> {
     pigeon::runtime::memory::no_huge_pages();
-    let config = match config_path {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
-        None => Config::defaults(),
-    };
+    // The configuration and the shared state live as long as the process: in the
+    // long-lived heap, so that none of it pins a page that the traffic's short-lived
+    // objects fill and free.
+    let config = long_lived(|| match config_path {
+        Some(path) => Config::load(path).map_err(|e| e.to_string()),
+        None => Ok(Config::defaults()),
+    })?;
     let spool = &config.spool.path.clone();
     std::fs::create_dir_all(spool).map_err(|e| format!("spool.path {}: {e}", spool.display()))?;
     let repaired = repair(spool).map_err(|e| format!("recovering {}: {e}", spool.display()))?;
@@ -167,25 +171,8 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
         removed = repaired.removed.len(),
         "spool recovered"
     );
-
     let shards = config.shard_count();
-    let config = Arc::new(config);
-    let log = DeliveryLog::open(&config.log.delivery)
-        .map_err(|e| format!("log.delivery {}: {e}", config.log.delivery.display()))?;
-    let segments = Arc::new(Segments::new(spool.clone()));
-    let signers = config.dkim_signers().map_err(|e| e.to_string())?;
-    let mut shared = Shared::new(config.clone(), segments, log, signers);
-    if let Some(auth) = &config.auth {
-        let authenticator =
-            pigeon::auth::Authenticator::load(auth).map_err(|e| format!("auth.users_file: {e}"))?;
-        tracing::info!(
-            users = authenticator.credentials().len(),
-            "SMTP AUTH users loaded"
-        );
-        shared = shared.with_auth(authenticator);
-    }
-    let shared = Arc::new(shared);
-    shared.load_tls().map_err(|e| format!("tls: {e}"))?;
+    let shared = long_lived(|| share(config))?;
     let mut deferred: Vec<Deferred> = (0..shards).map(|_| Deferred::new()).collect();
     requeue(spool, &shared, &mut deferred)?;
 
@@ -235,6 +222,30 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
     }
 }
 
+/// The state the shards share: the configuration, the delivery log, the spool's segment
+/// references, DKIM keys, AUTH users, TLS.
+fn share(config: Config) -> Result<Arc<Shared>, String> {
+    let spool = &config.spool.path.clone();
+    let config = Arc::new(config);
+    let log = DeliveryLog::open(&config.log.delivery)
+        .map_err(|e| format!("log.delivery {}: {e}", config.log.delivery.display()))?;
+    let segments = Arc::new(Segments::new(spool.clone()));
+    let signers = config.dkim_signers().map_err(|e| e.to_string())?;
+    let mut shared = Shared::new(config.clone(), segments, log, signers);
+    if let Some(auth) = &config.auth {
+        let authenticator =
+            pigeon::auth::Authenticator::load(auth).map_err(|e| format!("auth.users_file: {e}"))?;
+        tracing::info!(
+            users = authenticator.credentials().len(),
+            "SMTP AUTH users loaded"
+        );
+        shared = shared.with_auth(authenticator);
+    }
+    let shared = Arc::new(shared);
+    shared.load_tls().map_err(|e| format!("tls: {e}"))?;
+    Ok(shared)
+}
+
 /// Queues again everything the spool still owes: due recipients to the ready queues,
 /// deferred ones to the shards' timers (spread over the shards), and counts the segment
 /// references the records hold; segments with none are deleted.
@@ -269,25 +280,24 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
                 RecipientState::Pending { .. } => 0,
             })
             .collect();
-        let message = Arc::new(
-            QueuedMessage::new(
-                m.id,
-                m.segment,
-                m.offset,
-                m.received_micros,
-                m.sender.clone(),
-                &m.recipients,
-                m.smtputf8,
-                m.eight_bit,
-                m.size,
-                states,
-            )
-            .with_dsn(
-                &m.mail_params,
-                m.recipient_params.iter().map(String::as_str),
-            )
-            .with_held(m.held()),
-        );
+        let message = QueuedMessage::new(
+            m.id,
+            m.segment,
+            m.offset,
+            m.received_micros,
+            m.sender.clone(),
+            &m.recipients,
+            m.smtputf8,
+            m.eight_bit,
+            m.size,
+            states,
+        )
+        .with_dsn(
+            &m.mail_params,
+            m.recipient_params.iter().map(String::as_str),
+        )
+        .with_held(m.held())
+        .into_shared();
         messages += 1;
         recipients += pending.len();
         shared.enqueue(

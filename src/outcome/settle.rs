@@ -8,7 +8,6 @@
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::outcome::dsn::{self, Action, RecipientReport, Report};
@@ -288,18 +287,19 @@ impl PreparedReport {
     /// Queues the report once its record is durable at `segment`/`offset`.
     fn enqueue(self, ctx: &ShardContext, segment: SegmentKey, offset: u64, now: u64) {
         let size = self.size;
-        let message = Arc::new(QueuedMessage::new(
+        let message = QueuedMessage::new(
             self.id,
             segment,
             offset,
             now,
             String::new(),
-            vec![self.to],
+            [self.to],
             self.smtputf8,
             self.eight_bit,
             size,
             vec![0],
-        ));
+        )
+        .into_shared();
         ctx.shared.enqueue(&message, [(0, 0)]);
         ctx.log(&LogEvent {
             event: "received",

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::queue::message::{Job, QueuedMessage};
+use crate::runtime::memory::long_lived;
 
 /// The span of due times one slot holds. A recipient comes back at most this late, which
 /// next to retry delays of minutes is nothing, and a slot is shared by more recipients
@@ -48,21 +49,25 @@ impl Deferred {
 
     /// Holds the recipients of `job` until `due_micros`.
     pub fn insert(&mut self, due_micros: u64, job: Job) {
-        let slot = self
-            .slots
-            .entry(due_micros.div_ceil(SLOT_MICROS))
-            .or_default();
         let n = job.recipients.len();
-        if slot.capacity() - slot.len() < n {
-            // Grow by a quarter rather than double: slots live for the whole retry delay,
-            // and a doubled vector would hold a third of its room empty on average.
-            slot.reserve_exact(n.max(slot.len() / 4).max(4));
-        }
-        slot.extend(job.recipients.iter().map(|&index| Entry {
-            message: job.message.clone(),
-            index,
-            attempts: job.attempts,
-        }));
+        // Slots live for the whole retry delay: their map and vectors go in the
+        // long-lived heap.
+        long_lived(|| {
+            let slot = self
+                .slots
+                .entry(due_micros.div_ceil(SLOT_MICROS))
+                .or_default();
+            if slot.capacity() - slot.len() < n {
+                // Grow by a quarter rather than double: a doubled vector would hold a
+                // third of its room empty on average.
+                slot.reserve_exact(n.max(slot.len() / 4).max(4));
+            }
+            slot.extend(job.recipients.iter().map(|&index| Entry {
+                message: job.message.clone(),
+                index,
+                attempts: job.attempts,
+            }));
+        });
         self.len += n;
     }
 

@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::queue::recipients::Recipients;
+use crate::runtime::memory::long_lived;
 use crate::smtp::dsn::{MailDsn, RcptDsn};
 use crate::spool::commit::Location;
 use crate::spool::record::{MessageId, OutcomeKind};
@@ -122,7 +123,8 @@ pub struct QueuedMessage {
 impl QueuedMessage {
     /// A message whose record is at `segment`/`offset`, written at `received_micros` (or
     /// later), with one state per recipient (0: not final; see [`Place`]). The recipients
-    /// are copied into a [`Recipients`] store.
+    /// are copied into a [`Recipients`] store. What the message keeps is copied into the
+    /// long-lived heap (`runtime::memory`); share it with [`QueuedMessage::into_shared`].
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: MessageId,
@@ -136,6 +138,8 @@ impl QueuedMessage {
         size: u64,
         states: Vec<u8>,
     ) -> QueuedMessage {
+        let remaining = states.iter().filter(|&&s| s == 0).count();
+        let (sender, states) = long_lived(|| (sender.as_str().to_owned(), states.to_vec()));
         QueuedMessage {
             id,
             place: Mutex::new(Place {
@@ -143,7 +147,7 @@ impl QueuedMessage {
                 offset,
                 written_micros: received_micros,
                 held: Vec::new(),
-                remaining: states.iter().filter(|&&s| s == 0).count(),
+                remaining,
                 states,
                 settling: 0,
                 moving: false,
@@ -167,12 +171,26 @@ impl QueuedMessage {
         mail_params: &str,
         rcpt_params: impl Iterator<Item = &'a str>,
     ) -> QueuedMessage {
-        self.mail_dsn = MailDsn::from_params(mail_params);
-        let rcpt: Vec<RcptDsn> = rcpt_params.map(RcptDsn::from_params).collect();
-        if rcpt.iter().any(|r| *r != RcptDsn::default()) {
-            self.rcpt_dsn = rcpt;
-        }
+        let rcpt_params: Vec<&str> = rcpt_params.collect();
+        let any = rcpt_params
+            .iter()
+            .any(|p| RcptDsn::from_params(p) != RcptDsn::default());
+        long_lived(|| {
+            self.mail_dsn = MailDsn::from_params(mail_params);
+            if any {
+                self.rcpt_dsn = rcpt_params
+                    .iter()
+                    .map(|p| RcptDsn::from_params(p))
+                    .collect();
+            }
+        });
         self
+    }
+
+    /// The message, shared by the jobs that will deliver it; the shared allocation goes
+    /// in the long-lived heap with the rest.
+    pub fn into_shared(self) -> Arc<QueuedMessage> {
+        long_lived(|| Arc::new(self))
     }
 
     /// The DSN parameters of recipient `index`.
@@ -186,7 +204,8 @@ impl QueuedMessage {
 
     /// Adds the references of outcome records found at start (see [`Held`]).
     pub fn with_held(mut self, held: Held) -> QueuedMessage {
-        self.place.get_mut().unwrap_or_else(|e| e.into_inner()).held = held;
+        self.place.get_mut().unwrap_or_else(|e| e.into_inner()).held =
+            long_lived(|| held.as_slice().to_vec());
         self
     }
 

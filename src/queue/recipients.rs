@@ -9,6 +9,8 @@
 use std::fmt;
 use std::ops::Index;
 
+use crate::runtime::memory::long_lived;
+
 /// A message's recipient addresses, in record order, read by index.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Recipients {
@@ -60,7 +62,8 @@ impl Index<usize> for Recipients {
 impl<S: AsRef<str>> FromIterator<S> for Recipients {
     /// Collects addresses. Their total length must fit a `u32`: a message's recipients are
     /// bounded by `limits.max_recipients` times the longest path (RFC 5321 §4.5.3.1.3), far
-    /// below 4 GiB.
+    /// below 4 GiB. Gathered in growing buffers, then copied at their exact size into the
+    /// long-lived heap, where the store stays while the message is queued.
     fn from_iter<I: IntoIterator<Item = S>>(addresses: I) -> Recipients {
         let mut text = String::new();
         let mut ends = Vec::new();
@@ -69,10 +72,10 @@ impl<S: AsRef<str>> FromIterator<S> for Recipients {
             let end = u32::try_from(text.len()).expect("recipient addresses under 4 GiB");
             ends.push(end);
         }
-        Recipients {
-            text: text.into_boxed_str(),
-            ends: ends.into_boxed_slice(),
-        }
+        long_lived(|| Recipients {
+            text: text.as_str().into(),
+            ends: ends.as_slice().into(),
+        })
     }
 }
 

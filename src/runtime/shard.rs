@@ -20,6 +20,7 @@ use crate::deliver::dns::Resolver;
 use crate::deliver::scheduler;
 use crate::outcome::log::{self, LogBuffer, LogEvent};
 use crate::queue::deferred::Deferred;
+use crate::runtime::memory::long_lived;
 use crate::runtime::shared::Shared;
 use crate::runtime::shutdown::{ShardStop, StopFlag};
 use crate::session::state::SessionConfig;
@@ -173,39 +174,45 @@ async fn serve(
         segment_size: config.spool.segment_size.0,
         min_free_space: config.spool.min_free_space.0,
     };
-    let (spool, committer) = ShardSpool::start(id, first_seq, options)?;
+    // The shard's own state lives as long as the shard: in the long-lived heap
+    // (`runtime::memory`), away from the pages its traffic fills and frees.
+    let (spool, committer) = long_lived(|| ShardSpool::start(id, first_seq, options))?;
     let committer = glommio::spawn_local(committer).detach();
-    let ctx = Rc::new(ShardContext {
-        id,
-        spool,
-        session: Arc::new(SessionConfig {
-            hostname: config.hostname.clone(),
-            max_message_size: config.limits.max_message_size.0 as usize,
-            max_recipients: config.limits.max_recipients,
-            max_errors: config.limits.max_errors,
-            max_messages_per_session: config.limits.max_messages_per_connection,
-            max_recipients_per_session: config.limits.max_recipients_per_connection,
-            relay_domains: config.relay.domains.clone(),
-            body_canons: shared.body_canons(),
-        }),
-        timeouts: config.timeouts.clone(),
-        relay_networks: config.relay.networks.clone(),
-        stop: ShardStop::default(),
-        stop_deadline: Cell::new(None),
-        sessions: Cell::new(0),
-        shared,
-        deferred: RefCell::new(deferred),
-        reader: SegmentReader::new(config.spool.path.clone()),
-        resolver: Resolver::new(nameservers(&config), DNS_TIMEOUT),
-        attempts: Cell::new(0),
-        finishing: RefCell::new(Vec::new()),
-        domain_connections: RefCell::new(HashMap::new()),
-        shard_count: config.shard_count() as u32,
-        tls: RefCell::new((0, None)),
-        tls_out: crate::deliver::client::tls::TlsClients::new(config.delivery.ca_file.as_deref())
+    let ctx = long_lived(|| -> std::io::Result<Rc<ShardContext>> {
+        Ok(Rc::new(ShardContext {
+            id,
+            spool,
+            session: Arc::new(SessionConfig {
+                hostname: config.hostname.clone(),
+                max_message_size: config.limits.max_message_size.0 as usize,
+                max_recipients: config.limits.max_recipients,
+                max_errors: config.limits.max_errors,
+                max_messages_per_session: config.limits.max_messages_per_connection,
+                max_recipients_per_session: config.limits.max_recipients_per_connection,
+                relay_domains: config.relay.domains.clone(),
+                body_canons: shared.body_canons(),
+            }),
+            timeouts: config.timeouts.clone(),
+            relay_networks: config.relay.networks.clone(),
+            stop: ShardStop::default(),
+            stop_deadline: Cell::new(None),
+            sessions: Cell::new(0),
+            shared,
+            deferred: RefCell::new(deferred),
+            reader: SegmentReader::new(config.spool.path.clone()),
+            resolver: Resolver::new(nameservers(&config), DNS_TIMEOUT),
+            attempts: Cell::new(0),
+            finishing: RefCell::new(Vec::new()),
+            domain_connections: RefCell::new(HashMap::new()),
+            shard_count: config.shard_count() as u32,
+            tls: RefCell::new((0, None)),
+            tls_out: crate::deliver::client::tls::TlsClients::new(
+                config.delivery.ca_file.as_deref(),
+            )
             .map_err(std::io::Error::other)?,
-        log_lines: LogBuffer::default(),
-    });
+            log_lines: LogBuffer::default(),
+        }))
+    })?;
     let log_flusher = glommio::spawn_local(flush_log(Rc::downgrade(&ctx))).detach();
     let mut bound = Vec::new();
     let mut accepting = Vec::new();

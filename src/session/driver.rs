@@ -10,7 +10,6 @@
 //! command, or — for content already under way — one `timeouts.data` later.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::future;
@@ -312,7 +311,7 @@ async fn store(
         &envelope.mail_params,
         envelope.recipients.iter().map(|r| r.params.as_str()),
     );
-    let message = Arc::new(message);
+    let message = message.into_shared();
     ctx.shared.enqueue(
         &message,
         (0..envelope.recipients.len() as u32).map(|i| (i, 0)),

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crossbeam_skiplist::SkipMap;
 
+use crate::runtime::memory::long_lived;
 use crate::spool::recover::segment_path;
 use crate::spool::replay::SegmentKey;
 
@@ -28,14 +29,15 @@ use crate::spool::replay::SegmentKey;
 /// segment, so the list stays short however many recipients and attempts there are).
 pub type Held = Vec<(SegmentKey, u32)>;
 
-/// Adds `n` records in `segment` to `held`.
+/// Adds `n` records in `segment` to `held`. A message keeps its list while it is queued,
+/// so the list grows in the long-lived heap.
 pub fn hold(held: &mut Held, segment: SegmentKey, n: u32) {
     if n == 0 {
         return;
     }
     match held.iter_mut().find(|(s, _)| *s == segment) {
         Some((_, count)) => *count += n,
-        None => held.push((segment, n)),
+        None => long_lived(|| held.push((segment, n))),
     }
 }
 

@@ -31,6 +31,14 @@ const READ_CHUNK: usize = 8 * 1024;
 /// one write; larger content goes out straight from the spool's map, then the dot.
 const COPY_CONTENT_UP_TO: usize = 64 * 1024;
 
+/// The room of a connection's write buffer. A batch of transactions is written in pieces
+/// of at most this much rather than gathered whole: a buffer that grew to a 256 KiB batch
+/// stays that size while its connection lives, and when connections close after a burst
+/// those blocks leave the allocator's pages of their size class pinned by whatever
+/// long-lived block shares them (measured in `docs/benchmarks.md`, "Memory per queued
+/// recipient").
+const WRITE_BUFFER: usize = COPY_CONTENT_UP_TO + 8 * 1024;
+
 /// A delivery connection: plain, or TLS after STARTTLS.
 type Conn = crate::runtime::conn::Conn<TlsStream<TcpStream>>;
 
@@ -291,6 +299,7 @@ impl Connection {
         let mut in_flight = std::collections::VecDeque::new();
         let mut batch = std::mem::take(&mut self.output);
         batch.clear();
+        batch.reserve_exact(WRITE_BUFFER);
         let mut written = Ok(());
         let mut commands = Vec::new();
         for (i, (envelope, wire)) in messages.into_iter().enumerate() {
@@ -306,12 +315,26 @@ impl Connection {
             in_flight.push_back(i);
             // Swapped with the client's buffer: the two take turns, no allocation each.
             self.client.take_output(&mut commands);
+            if written.is_err() {
+                commands.clear();
+                continue;
+            }
+            let copied = if content.len() <= COPY_CONTENT_UP_TO {
+                content.len()
+            } else {
+                0
+            };
+            if !batch.is_empty() && batch.len() + commands.len() + copied > WRITE_BUFFER {
+                self.stream.set_write_timeout(DATA_BLOCK_TIMEOUT);
+                written = self.stream.write_all(&batch, false).await;
+                batch.clear();
+            }
             batch.extend_from_slice(&commands);
             commands.clear();
             if written.is_err() {
                 continue;
             }
-            if content.len() <= COPY_CONTENT_UP_TO {
+            if copied > 0 {
                 batch.extend_from_slice(&content);
                 continue;
             }
