@@ -110,7 +110,7 @@ fn main() {
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         let due = 3_240_000_000 + (noise >> 20) % 720_000_000;
-        deferred.insert(due, Job { attempts: 1, ..job });
+        deferred.insert(0, due, Job { attempts: 1, ..job });
     }
     let end = live();
     // Freed memory goes back to the kernel a second after it was freed, when the allocator

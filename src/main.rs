@@ -317,7 +317,7 @@ fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(
                 })
                 .min()
                 .unwrap_or(0);
-            deferred[held % deferred.len()].insert(due, job);
+            deferred[held % deferred.len()].insert(now, due, job);
             held += 1;
         }
     }

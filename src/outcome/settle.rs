@@ -178,7 +178,9 @@ pub async fn settle(
             recipients: deferred.into(),
             attempts,
         };
-        ctx.deferred.borrow_mut().insert(due.unwrap_or(now), retry);
+        ctx.deferred
+            .borrow_mut()
+            .insert(now, due.unwrap_or(now), retry);
         compact::after_deferral(ctx, message);
     }
     if let Some(f) = finished {
