@@ -70,7 +70,7 @@ fn main() {
                     format!("u{g}@d{}.test", g % 100)
                 })
                 .collect::<Vec<String>>();
-            Arc::new(QueuedMessage::new(
+            QueuedMessage::new(
                 MessageId::new(1, 0, m as u32),
                 SegmentKey { shard: 0, seq: 1 },
                 16,
@@ -81,7 +81,8 @@ fn main() {
                 false,
                 5261,
                 vec![0; 100],
-            ))
+            )
+            .into_shared()
         })
         .collect();
     let after_messages = live();

@@ -8,9 +8,10 @@
 //! its entries are handed back grouped by message and split into jobs again (by domain,
 //! within the per-transaction limit), the way fresh recipients are.
 //!
-//! A slot spans up to a sixty-fourth of the delay (a power of two times 100 ms, from
-//! 100 ms to 51.2 s), so a recipient comes back at most that late, and however long the delay, retry jitter
-//! (±10 %) spreads a list over a score of slots rather than thousands. A slot's entries
+//! A slot spans a power of two times 100 ms, up to a sixty-fourth of the delay but at
+//! least 100 ms and at most 51.2 s, so a recipient comes back at most that late (never
+//! early). Retry jitter (±10 %) then spreads a list over a score of slots rather than
+//! thousands for delays up to an hour, and over a few hundred for a day. A slot's entries
 //! sit in chunks that are allocated at their final size and never grown, the first small
 //! and each next one twice as large up to 4 KiB: a vector grown in place would free its
 //! old block at every step, and as a list fills every slot at once, the slots' steps
@@ -95,16 +96,21 @@ impl Deferred {
     /// Takes every recipient due at `now_micros` (never one due later), grouped by message:
     /// recipients deferred together (one job) come back together.
     pub fn pop_due(&mut self, now_micros: u64) -> Vec<DueRecipients> {
-        let later = self.slots.split_off(&(now_micros / SLOT_MICROS + 1));
-        let due = std::mem::replace(&mut self.slots, later);
         let mut out: Vec<DueRecipients> = Vec::new();
-        for entry in due.into_values().flatten().flatten() {
-            self.len -= 1;
-            match out.last_mut() {
-                Some((message, recipients)) if Arc::ptr_eq(message, &entry.message) => {
-                    recipients.push((entry.index, entry.attempts));
+        // Slot by slot from the front (not `split_off`, which allocates a new edge of the
+        // tree at every call, and this is called every few milliseconds).
+        while let Some(first) = self.slots.first_entry() {
+            if *first.key() > now_micros / SLOT_MICROS {
+                break;
+            }
+            for entry in first.remove().into_iter().flatten() {
+                self.len -= 1;
+                match out.last_mut() {
+                    Some((message, recipients)) if Arc::ptr_eq(message, &entry.message) => {
+                        recipients.push((entry.index, entry.attempts));
+                    }
+                    _ => out.push((entry.message, vec![(entry.index, entry.attempts)])),
                 }
-                _ => out.push((entry.message, vec![(entry.index, entry.attempts)])),
             }
         }
         out

@@ -31,6 +31,7 @@ use crossbeam::queue::SegQueue;
 use crossbeam_skiplist::SkipMap;
 
 use crate::queue::message::Job;
+use crate::runtime::memory::long_lived;
 
 /// The bit of a queue's connection count that says it was retired.
 const RETIRED: u32 = 1 << 31;
@@ -134,10 +135,11 @@ impl ReadyQueues {
         loop {
             let entry = match self.domains.get(domain) {
                 Some(e) => e,
-                None => {
+                // Kept while the domain has mail, often for hours: in the long-lived heap.
+                None => long_lived(|| {
                     let q = Arc::new(DomainQueue::new(domain.to_owned(), self.shards));
                     self.domains.get_or_insert(domain.to_owned(), q)
-                }
+                }),
             };
             if !entry.value().is_retired() {
                 return entry.value().clone();

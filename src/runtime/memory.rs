@@ -32,7 +32,8 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use libmimalloc_sys as mi;
 
 /// The global allocator: mimalloc, with allocations made inside [`long_lived`] taken from
-/// the long-lived heap. Any block may be freed or grown from anywhere.
+/// the long-lived heap. Any block may be freed from anywhere; a block grown or shrunk goes
+/// to the heap of the scope it is resized in (moved there if it was in the other).
 pub struct Allocator;
 
 thread_local! {
@@ -126,9 +127,11 @@ pub fn long_lived<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Returns to the kernel every free page this thread's heap holds, and purges the
-/// process's free arena pages now rather than a second later. A walk over the thread's
-/// pages: fine every few seconds, not per message. Harmless when mimalloc is not the
+/// Returns to the kernel every free page this thread holds, in the default heap and in its
+/// part of the long-lived one (mimalloc 3 keeps a part per thread; the main thread's,
+/// which holds what start-up and the requeue made, is never walked, as it frees little),
+/// and purges the process's free arena pages now rather than a second later. A walk over
+/// the thread's pages: fine every few seconds, not per message. Harmless when mimalloc is not the
 /// global allocator (the library's tests), as it then holds next to nothing.
 pub fn give_back() {
     // SAFETY: `mi_collect` takes no pointers and may be called from any thread at any

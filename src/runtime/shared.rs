@@ -18,6 +18,7 @@ use crate::outcome::log::DeliveryLog;
 use crate::queue::limits::RateLimit;
 use crate::queue::message::{jobs_for, Job, QueuedMessage};
 use crate::queue::ready::ReadyQueues;
+use crate::runtime::memory::long_lived;
 use crate::spool::segments::Segments;
 
 /// State shared by all shards.
@@ -173,11 +174,14 @@ impl Shared {
         if let Some(e) = self.policies.get(domain) {
             return e.value().clone();
         }
-        let policy = Arc::new(self.config.domain_policy(domain));
-        self.policies
-            .get_or_insert(domain.to_owned(), policy)
-            .value()
-            .clone()
+        // Kept for as long as the server runs: in the long-lived heap.
+        long_lived(|| {
+            let policy = Arc::new(self.config.domain_policy(domain));
+            self.policies
+                .get_or_insert(domain.to_owned(), policy)
+                .value()
+                .clone()
+        })
     }
 
     /// The rate limiter of `domain`, if its policy sets a rate.
@@ -186,13 +190,14 @@ impl Shared {
         if let Some(e) = self.limiters.get(domain) {
             return Some(e.value().clone());
         }
-        let limiter = Arc::new(RateLimit::new(count, per));
-        Some(
+        let limiter = long_lived(|| {
+            let limiter = Arc::new(RateLimit::new(count, per));
             self.limiters
                 .get_or_insert(domain.to_owned(), limiter)
                 .value()
-                .clone(),
-        )
+                .clone()
+        });
+        Some(limiter)
     }
 
     /// Queues the given recipients (index, attempts so far) of `message` as ready jobs.

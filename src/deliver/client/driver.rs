@@ -31,8 +31,9 @@ const READ_CHUNK: usize = 8 * 1024;
 /// one write; larger content goes out straight from the spool's map, then the dot.
 const COPY_CONTENT_UP_TO: usize = 64 * 1024;
 
-/// The room of a connection's write buffer. A batch of transactions is written in pieces
-/// of at most this much rather than gathered whole: a buffer that grew to a 256 KiB batch
+/// The room of a connection's batch buffer. A batch of transactions is written in pieces
+/// of at most this much rather than gathered whole (content that does not fit with its
+/// commands goes out from the spool's map): a buffer that grew to a 256 KiB batch
 /// stays that size while its connection lives, and when connections close after a burst
 /// those blocks leave the allocator's pages of their size class pinned by whatever
 /// long-lived block shares them (measured in `docs/benchmarks.md`, "Memory per queued
@@ -77,6 +78,9 @@ pub struct Connection {
     input: Vec<u8>,
     filled: usize,
     output: Vec<u8>,
+    /// [`Connection::send_many`]'s buffer, kept apart from `output` (which trades places
+    /// with the client's command buffer) so that it keeps its [`WRITE_BUFFER`] of room.
+    batch: Vec<u8>,
     /// The host name (MX or route) this connection goes to.
     pub host: String,
     /// The address connected to.
@@ -129,6 +133,7 @@ impl Connection {
             input: vec![0; READ_CHUNK],
             filled: 0,
             output: Vec::new(),
+            batch: Vec::new(),
             host: host.to_owned(),
             addr,
             tls: None,
@@ -283,8 +288,9 @@ impl Connection {
         self.client.can_chunk()
     }
 
-    /// Runs several transactions with `BDAT LAST` (RFC 3030), all written at once and
-    /// answered in one go: one write and, usually, one read for the lot. `messages` holds
+    /// Runs several transactions with `BDAT LAST` (RFC 3030), written without waiting and
+    /// answered in one go: one write per [`WRITE_BUFFER`] of the batch and, usually, one
+    /// read for the lot. `messages` holds
     /// each envelope and its content in the spool's wire form (the dot-stuffing is removed
     /// here). Returns one result per message, in order, as [`Connection::send`] does; once
     /// one is `Err` the connection is gone and so are the rest.
@@ -297,7 +303,7 @@ impl Connection {
             while self.client.poll_event().is_some() {}
         }
         let mut in_flight = std::collections::VecDeque::new();
-        let mut batch = std::mem::take(&mut self.output);
+        let mut batch = std::mem::take(&mut self.batch);
         batch.clear();
         batch.reserve_exact(WRITE_BUFFER);
         let mut written = Ok(());
@@ -319,12 +325,13 @@ impl Connection {
                 commands.clear();
                 continue;
             }
-            let copied = if content.len() <= COPY_CONTENT_UP_TO {
-                content.len()
-            } else {
-                0
-            };
-            if !batch.is_empty() && batch.len() + commands.len() + copied > WRITE_BUFFER {
+            // Copied only if it fits the buffer with its commands, so the buffer keeps its
+            // size (unless one transaction's commands alone outgrow it: thousands of
+            // recipients).
+            let copy = content.len() <= COPY_CONTENT_UP_TO
+                && commands.len() + content.len() <= WRITE_BUFFER;
+            let adding = commands.len() + if copy { content.len() } else { 0 };
+            if !batch.is_empty() && batch.len() + adding > WRITE_BUFFER {
                 self.stream.set_write_timeout(DATA_BLOCK_TIMEOUT);
                 written = self.stream.write_all(&batch, false).await;
                 batch.clear();
@@ -334,7 +341,7 @@ impl Connection {
             if written.is_err() {
                 continue;
             }
-            if copied > 0 {
+            if copy {
                 batch.extend_from_slice(&content);
                 continue;
             }
@@ -352,7 +359,7 @@ impl Connection {
             written = self.stream.write_all(&batch, true).await;
         }
         batch.clear();
-        self.output = batch;
+        self.batch = batch;
         if let Err(e) = written {
             tracing::debug!(host = %self.host, error = %e, "lost connection while sending");
             self.client.handle_eof();
