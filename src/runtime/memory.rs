@@ -1,8 +1,9 @@
-//! Giving freed memory back to the kernel.
+//! The allocator: queue state in a heap of its own, and freed memory given back to the
+//! kernel.
 //!
-//! mimalloc (the global allocator, see `main.rs`) returns the pages of freed memory to the
-//! kernel lazily: a thread does it while allocating, every 10,000 allocations or so, once
-//! the memory has been free for a second. A shard that has gone quiet (a queue that is all
+//! mimalloc (under [`Allocator`], the global allocator) returns the pages of freed memory
+//! to the kernel lazily: a thread does it while allocating, every 10,000 allocations or
+//! so, once the memory has been free for a second. A shard that has gone quiet (a queue that is all
 //! deferred, waiting an hour) allocates little, so what a burst of deliveries freed stayed
 //! resident: tens of megabytes at a million queued recipients, counted in RSS as if the
 //! queue needed them. Each shard's scheduler calls [`give_back`] every few seconds
