@@ -16,7 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{MmapOptions, MmapRaw};
 
 use crate::spool::record::{decode, Record};
 use crate::spool::recover::segment_path;
@@ -25,32 +25,37 @@ use crate::spool::replay::SegmentKey;
 /// A segment file mapped at the size it may grow to; read up to the size it had when
 /// last measured.
 struct SegmentMap {
-    file: File,
+    /// The file, measured by path: an open descriptor per mapped segment per shard would
+    /// count against the process's limit.
+    path: PathBuf,
     /// `None` when the file and the reserve were both empty.
-    map: Option<Mmap>,
+    map: Option<MmapRaw>,
     /// Octets on file when last measured: what [`SegmentMap::bytes`] serves.
     valid: Cell<usize>,
 }
 
 impl SegmentMap {
-    /// Maps `path` read-only at its size or `reserve` octets, whichever is larger.
+    /// Maps `path` read-only at its size or `reserve` octets, whichever is larger (at its
+    /// size alone if the larger map is refused: address space is a limit too).
     fn open(path: &Path, reserve: usize) -> io::Result<SegmentMap> {
         let file = File::open(path)?;
         let len = usize::try_from(file.metadata()?.len()).map_err(io::Error::other)?;
-        let size = len.max(reserve);
-        let map = if size == 0 {
+        let map = if len.max(reserve) == 0 {
             None
         } else {
-            // SAFETY: as for `recover::MappedSegment`: segment files are appended to by the
-            // shard that owns them and truncated only at start, before any map exists; the
-            // one write into written bytes is a kill (a single kind octet, outside the
-            // CRC). The map may reach past the end of the file, where a read would fault:
-            // `bytes` never serves more than the file held when measured, and the file
-            // never shrinks while the server runs.
-            Some(unsafe { MmapOptions::new().len(size).map(&file)? })
+            // A raw map: no `&[u8]` ever covers the part past the end of the file, where a
+            // read would fault; `bytes` makes slices of the measured part only.
+            let mapped = MmapOptions::new()
+                .len(len.max(reserve))
+                .map_raw_read_only(&file);
+            Some(match mapped {
+                Ok(m) => m,
+                Err(_) if len > 0 => MmapOptions::new().len(len).map_raw_read_only(&file)?,
+                Err(e) => return Err(e),
+            })
         };
         Ok(SegmentMap {
-            file,
+            path: path.to_owned(),
             map,
             valid: Cell::new(len),
         })
@@ -58,13 +63,23 @@ impl SegmentMap {
 
     /// The bytes on file as of the last measure.
     fn bytes(&self) -> &[u8] {
-        self.map.as_deref().map_or(&[], |m| &m[..self.valid.get()])
+        match &self.map {
+            // SAFETY: the first `valid` octets of the map are backed by the file: `valid`
+            // is a size `fstat` gave and the file never shrinks while the server runs
+            // (repair truncates at start, before any map exists); nothing writes through
+            // this read-only map. As for `recover::MappedSegment`, the one change to
+            // written bytes is a kill (a single kind octet, outside the CRC) by the
+            // committer, which a reader sees before or after, both valid frames.
+            Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr(), self.valid.get()) },
+            None => &[],
+        }
     }
 
     /// Measures the file again. False when it has outgrown the map: map it anew.
     fn remeasure(&self) -> io::Result<bool> {
-        let len = usize::try_from(self.file.metadata()?.len()).map_err(io::Error::other)?;
-        if len > self.map.as_ref().map_or(0, |m| m.len()) {
+        let len = std::fs::metadata(&self.path)?.len();
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        if len > self.map.as_ref().map_or(0, MmapRaw::len) {
             return Ok(false);
         }
         self.valid.set(len.max(self.valid.get()));
@@ -87,11 +102,15 @@ impl Content {
     }
 }
 
+/// The most of a file a map reserves ahead of its size: address space per cached segment
+/// per shard.
+const MAX_RESERVE: u64 = 1 << 30;
+
 /// One shard's maps of segment files.
 pub struct SegmentReader {
     spool: PathBuf,
-    /// How much of each file to map: twice the segment size, as a batch may carry a
-    /// segment past its size before the next one opens.
+    /// How much of each file to map: twice the segment size (a batch may carry a segment
+    /// past its size before the next one opens), at most [`MAX_RESERVE`].
     reserve: usize,
     maps: RefCell<HashMap<SegmentKey, Rc<SegmentMap>>>,
 }
@@ -101,7 +120,7 @@ impl SegmentReader {
     pub fn new(spool: PathBuf, segment_size: u64) -> SegmentReader {
         SegmentReader {
             spool,
-            reserve: usize::try_from(segment_size.saturating_mul(2)).unwrap_or(usize::MAX),
+            reserve: usize::try_from(segment_size.saturating_mul(2).min(MAX_RESERVE)).unwrap_or(0),
             maps: RefCell::default(),
         }
     }
@@ -118,38 +137,28 @@ impl SegmentReader {
     }
 
     /// The message record at `offset`: its frame, or only its content. A record not wholly
-    /// within what the map serves has the file measured again, then mapped again, before
-    /// it counts as missing or torn.
+    /// within what the map serves has the file measured again (and mapped again, if it
+    /// outgrew the map) before it counts as missing or torn.
     fn record(&self, segment: SegmentKey, offset: u64, frame: bool) -> io::Result<Content> {
         let offset = usize::try_from(offset).map_err(io::Error::other)?;
-        let mut torn = None;
-        for step in 0..3 {
-            let map = self.map(segment, step == 2)?;
-            if step == 1 && !map.remeasure()? {
-                continue; // Outgrown the map: the next step maps it anew.
-            }
-            let Some(bytes) = map.bytes().get(offset..) else {
-                continue;
-            };
-            let (start, end) = match decode(bytes) {
-                Ok((Record::Message(_), len)) if frame => (offset, offset + len),
-                Ok((Record::Message(m), _)) => {
-                    let start = m.content.as_ptr() as usize - map.bytes().as_ptr() as usize;
-                    (start, start + m.content.len())
-                }
-                Ok(_) => return Err(io::Error::other("not a message record")),
-                // Torn: the bytes measured predate the record's last ones.
-                Err(e) => {
-                    torn = Some(e);
-                    continue;
-                }
-            };
-            return Ok(Content { map, start, end });
+        let map = self.map(segment, false)?;
+        let short = match find(map.clone(), offset, frame) {
+            Found::Record(content) => return Ok(content),
+            Found::Wrong(e) => return Err(e),
+            Found::Short(e) => e,
+        };
+        let map = if map.remeasure()? {
+            map
+        } else {
+            self.map(segment, true)?
+        };
+        match find(map, offset, frame) {
+            Found::Record(content) => Ok(content),
+            Found::Wrong(e) => Err(e),
+            // As measured now, it is what is on file (records are read only after the
+            // committer answered for them).
+            Found::Short(_) => Err(short),
         }
-        Err(io::Error::other(torn.map_or_else(
-            || "record beyond the end of its segment".to_string(),
-            |e| e.to_string(),
-        )))
     }
 
     /// Drops the maps of segment files that were deleted after draining: a map keeps an
@@ -174,6 +183,32 @@ impl SegmentReader {
     }
 }
 
+/// What [`find`] made of the bytes at an offset.
+enum Found {
+    Record(Content),
+    /// A whole record, but not a message.
+    Wrong(io::Error),
+    /// No whole record within what the map serves (missing, or torn as measured).
+    Short(io::Error),
+}
+
+/// The message record at `offset` in `map`: its frame, or only its content.
+fn find(map: Rc<SegmentMap>, offset: usize, frame: bool) -> Found {
+    let Some(bytes) = map.bytes().get(offset..) else {
+        return Found::Short(io::Error::other("record beyond the end of its segment"));
+    };
+    let (start, end) = match decode(bytes) {
+        Ok((Record::Message(_), len)) if frame => (offset, offset + len),
+        Ok((Record::Message(m), _)) => {
+            let start = m.content.as_ptr() as usize - map.bytes().as_ptr() as usize;
+            (start, start + m.content.len())
+        }
+        Ok(_) => return Found::Wrong(io::Error::other("not a message record")),
+        Err(e) => return Found::Short(io::Error::other(e.to_string())),
+    };
+    Found::Record(Content { map, start, end })
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -196,45 +231,53 @@ mod tests {
         let path = segment_path(dir.path(), 0, 1);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let mut file = File::create(&path).unwrap();
-        file.write_all(&segment_header(1)).unwrap();
-        let first = record(1, b"first\r\n");
+        let header = segment_header(1);
+        file.write_all(&header).unwrap();
+        // The first record ends the file on a page boundary, so that reading a byte past
+        // the end of the file would touch an unbacked page of the map and fault.
+        let overhead = record(1, b"").len();
+        let body = vec![b'a'; 4096 - header.len() - overhead];
+        let first = record(1, &body);
         file.write_all(&first).unwrap();
+        let at = header.len() as u64;
+        let end = at + first.len() as u64;
+        assert_eq!(end, 4096);
         // A reserve of 1 MiB: the file grows within it.
         let reader = SegmentReader::new(dir.path().to_owned(), 512 * 1024);
-        let at = segment_header(1).len() as u64;
         let a = reader.content(key, at).unwrap();
-        assert_eq!(a.bytes(), b"first\r\n");
+        assert_eq!(a.bytes(), &body[..]);
+        assert!(reader.content(key, end).is_err(), "nothing past the end");
 
         // Appended after the map was made: found by measuring the file again.
         let second = record(2, b"second\r\n");
         file.write_all(&second).unwrap();
-        let b = reader.content(key, at + first.len() as u64).unwrap();
+        let b = reader.content(key, end).unwrap();
         assert_eq!(b.bytes(), b"second\r\n");
         assert!(Rc::ptr_eq(&a.map, &b.map), "mapped again");
-        assert_eq!(a.bytes(), b"first\r\n", "earlier content still readable");
+        assert_eq!(a.bytes(), &body[..], "earlier content still readable");
 
-        // Half a record on file: refused, and readable once the rest is written.
+        // Half a record on file: refused, without mapping again; read once it is whole.
         let third = record(3, b"third\r\n");
-        let third_at = at + (first.len() + second.len()) as u64;
+        let third_at = end + second.len() as u64;
         file.write_all(&third[..third.len() / 2]).unwrap();
-        let err = reader.content(key, third_at).err().expect("a torn record");
-        assert!(!err.to_string().is_empty());
+        assert!(reader.content(key, third_at).is_err(), "a torn record");
+        assert!(Rc::ptr_eq(&reader.map(key, false).unwrap(), &a.map));
         file.write_all(&third[third.len() / 2..]).unwrap();
         assert_eq!(reader.content(key, third_at).unwrap().bytes(), b"third\r\n");
         let frame = reader.frame(key, third_at).unwrap();
         assert_eq!(frame.bytes(), &third[..]);
+        assert!(Rc::ptr_eq(&frame.map, &a.map));
 
         // Past the reserve: mapped anew at the file's size.
-        let big = vec![b'x'; 2 * 1024 * 1024];
-        let mut body = big.clone();
-        body.extend_from_slice(b"\r\n");
-        let fourth = record(4, &body);
+        let mut big = vec![b'x'; 2 * 1024 * 1024];
+        big.extend_from_slice(b"\r\n");
+        let fourth = record(4, &big);
         file.write_all(&fourth).unwrap();
         let fourth_at = third_at + third.len() as u64;
         let d = reader.content(key, fourth_at).unwrap();
-        assert_eq!(d.bytes(), &body[..]);
+        assert_eq!(d.bytes(), &big[..]);
         assert!(!Rc::ptr_eq(&a.map, &d.map));
-        assert_eq!(a.bytes(), b"first\r\n", "the old map lives on while in use");
+        assert_eq!(a.bytes(), &body[..], "the old map lives on while in use");
 
         // Nothing there at all.
         assert!(reader
