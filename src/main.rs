@@ -164,6 +164,8 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
     })?;
     let spool = &config.spool.path.clone();
     std::fs::create_dir_all(spool).map_err(|e| format!("spool.path {}: {e}", spool.display()))?;
+    // Before the repair: another server's records must never be taken for torn tails.
+    let _lock = pigeon::spool::lock::lock(spool).map_err(|e| e.to_string())?;
     let repaired = repair(spool).map_err(|e| format!("recovering {}: {e}", spool.display()))?;
     tracing::info!(
         records = repaired.records,

@@ -154,3 +154,103 @@ fn a_client_stalled_in_data_cannot_hold_the_stop_past_the_grace() {
     );
     assert!(pigeon.queued_ids().is_empty());
 }
+
+#[test]
+fn a_second_server_on_the_same_spool_refuses_to_start_and_touches_nothing() {
+    let mut pigeon = Pigeon::start("127.0.0.27", "", "");
+    let mut c = Client::greeted(pigeon.addr);
+    assert_eq!(c.cmd("EHLO a").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@x.test>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<b@y.test>").code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send(b"Subject: first\r\n\r\nkept\r\n.\r\n");
+    let id = queued_id(&c.reply());
+    // Its first attempt (to a closed port) deferred, so the spool is quiet for minutes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pigeon.delivery_log().contains("\"deferred\"") {
+        assert!(Instant::now() < deadline, "no deferral:\n{}", pigeon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let segments = || -> Vec<(std::path::PathBuf, u64)> {
+        let mut all: Vec<_> = walk(&pigeon.spool())
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .map(|p| {
+                let len = std::fs::metadata(&p).unwrap().len();
+                (p, len)
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let before = segments();
+    assert!(!before.is_empty());
+
+    // The same configuration again: same spool, same listener (bindable twice, as the
+    // listeners use SO_REUSEPORT).
+    let mut second = std::process::Command::new(common::PIGEON)
+        .arg("serve")
+        .arg("--config")
+        .arg(pigeon.dir.path().join("pigeon.toml"))
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second server started on the spool in use");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    let expected = format!(
+        "spool.path {}: in use by another pigeon (pid {})",
+        pigeon.spool().display(),
+        pigeon.pid()
+    );
+    assert!(err.contains(&expected), "{err}");
+
+    // The first server's spool is as it was, and it goes on taking mail.
+    assert_eq!(segments(), before);
+    let mut c = Client::greeted(pigeon.addr);
+    assert_eq!(c.cmd("EHLO a").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@x.test>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<b@y.test>").code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send(b"Subject: second\r\n\r\nalso kept\r\n.\r\n");
+    let second_id = queued_id(&c.reply());
+    assert!(pigeon.stop().success(), "{}", pigeon.log());
+    let mut queued = pigeon.queued_ids();
+    queued.sort();
+    let mut want = vec![id, second_id];
+    want.sort();
+    assert_eq!(queued, want);
+    // A clean restart takes the lock its predecessor left behind with its pid.
+    pigeon.restart();
+    assert!(pigeon.stop().success());
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -9,10 +9,12 @@
 //! - `compact`: copying long-deferred messages forward so old segments can go.
 //! - `replay`: every record folded into each message's state.
 //! - `inspect`: the offline view behind `pigeon queue`.
+//! - `lock`: one server per spool.
 
 pub mod commit;
 pub mod compact;
 pub mod inspect;
+pub mod lock;
 pub mod read;
 pub mod record;
 pub mod recover;
