@@ -199,7 +199,7 @@ async fn serve(
             sessions: Cell::new(0),
             shared,
             deferred: RefCell::new(deferred),
-            reader: SegmentReader::new(config.spool.path.clone(), config.spool.segment_size.0),
+            reader: SegmentReader::new(config.spool.path.clone()),
             resolver: Resolver::new(nameservers(&config), DNS_TIMEOUT),
             attempts: Cell::new(0),
             finishing: RefCell::new(Vec::new()),
