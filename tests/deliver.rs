@@ -55,24 +55,7 @@ s.quit()
 }
 
 fn segment_count(pigeon: &Pigeon) -> usize {
-    walk(&pigeon.spool())
-}
-
-fn walk(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().path())
-                .map(|p| {
-                    if p.is_dir() {
-                        walk(&p)
-                    } else {
-                        usize::from(p.extension().is_some_and(|e| e == "seg"))
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+    common::segment_files(&pigeon.spool()).len()
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{queued_id, Client, Pigeon};
+use common::{queued_id, segment_files, wait_until, Client, Pigeon};
 
 #[test]
 fn sigterm_lets_data_finish_and_closes_idle_sessions_with_421() {
@@ -160,31 +160,14 @@ fn a_second_server_on_the_same_spool_refuses_to_start_and_touches_nothing() {
     let mut pigeon = Pigeon::start("127.0.0.27", "", "");
     let mut c = Client::greeted(pigeon.addr);
     assert_eq!(c.cmd("EHLO a").code, 250);
-    assert_eq!(c.cmd("MAIL FROM:<a@x.test>").code, 250);
-    assert_eq!(c.cmd("RCPT TO:<b@y.test>").code, 250);
-    assert_eq!(c.cmd("DATA").code, 354);
-    c.send(b"Subject: first\r\n\r\nkept\r\n.\r\n");
-    let id = queued_id(&c.reply());
+    let first = b"Subject: first\r\n\r\nkept\r\n";
+    let id = queued_id(&c.send_message("a@x.test", &["b@y.test"], first));
     // Its first attempt (to a closed port) deferred, so the spool is quiet for minutes.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !pigeon.delivery_log().contains("\"deferred\"") {
-        assert!(Instant::now() < deadline, "no deferral:\n{}", pigeon.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(20), "the first deferral", || {
+        pigeon.delivery_log().contains("\"deferred\"")
+    });
     std::thread::sleep(Duration::from_millis(300));
-    let segments = || -> Vec<(std::path::PathBuf, u64)> {
-        let mut all: Vec<_> = walk(&pigeon.spool())
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-            .map(|p| {
-                let len = std::fs::metadata(&p).unwrap().len();
-                (p, len)
-            })
-            .collect();
-        all.sort();
-        all
-    };
-    let before = segments();
+    let before = segment_files(&pigeon.spool());
     assert!(!before.is_empty());
 
     // The same configuration again: same spool, same listener (bindable twice, as the
@@ -222,14 +205,12 @@ fn a_second_server_on_the_same_spool_refuses_to_start_and_touches_nothing() {
     assert!(err.contains(&expected), "{err}");
 
     // The first server's spool is as it was, and it goes on taking mail.
-    assert_eq!(segments(), before);
-    let mut c = Client::greeted(pigeon.addr);
-    assert_eq!(c.cmd("EHLO a").code, 250);
-    assert_eq!(c.cmd("MAIL FROM:<a@x.test>").code, 250);
-    assert_eq!(c.cmd("RCPT TO:<b@y.test>").code, 250);
-    assert_eq!(c.cmd("DATA").code, 354);
-    c.send(b"Subject: second\r\n\r\nalso kept\r\n.\r\n");
-    let second_id = queued_id(&c.reply());
+    assert_eq!(segment_files(&pigeon.spool()), before);
+    let second_id = queued_id(&c.send_message(
+        "a@x.test",
+        &["b@y.test"],
+        b"Subject: second\r\n\r\nalso kept\r\n",
+    ));
     assert!(pigeon.stop().success(), "{}", pigeon.log());
     let mut queued = pigeon.queued_ids();
     queued.sort();
@@ -239,18 +220,4 @@ fn a_second_server_on_the_same_spool_refuses_to_start_and_touches_nothing() {
     // A clean restart takes the lock its predecessor left behind with its pid.
     pigeon.restart();
     assert!(pigeon.stop().success());
-}
-
-/// Every file under `dir`.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }

@@ -61,8 +61,8 @@ impl Deferred {
     }
 
     /// Holds the recipients of `job` until `due_micros`, deferred at `now_micros`: they
-    /// come back no earlier, and later by at most a sixty-fourth of the delay (see the
-    /// module's text).
+    /// come back no earlier, and later by at most their slot's span (a sixty-fourth of the
+    /// delay, or 100 ms for delays under 6.4 s; see the module's text).
     pub fn insert(&mut self, now_micros: u64, due_micros: u64, job: Job) {
         let delay = due_micros.saturating_sub(now_micros);
         // A power of two, so that slots of neighbouring delays share their boundaries.

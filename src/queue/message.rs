@@ -171,17 +171,15 @@ impl QueuedMessage {
         mail_params: &str,
         rcpt_params: impl Iterator<Item = &'a str>,
     ) -> QueuedMessage {
-        let rcpt_params: Vec<&str> = rcpt_params.collect();
-        let any = rcpt_params
-            .iter()
-            .any(|p| RcptDsn::from_params(p) != RcptDsn::default());
+        // Parsed here, where parsing's own short-lived strings belong; what is kept is
+        // copied into the long-lived heap.
+        let mail = MailDsn::from_params(mail_params);
+        let rcpt: Vec<RcptDsn> = rcpt_params.map(RcptDsn::from_params).collect();
+        let keep = rcpt.iter().any(|r| *r != RcptDsn::default());
         long_lived(|| {
-            self.mail_dsn = MailDsn::from_params(mail_params);
-            if any {
-                self.rcpt_dsn = rcpt_params
-                    .iter()
-                    .map(|p| RcptDsn::from_params(p))
-                    .collect();
+            self.mail_dsn = mail.clone();
+            if keep {
+                self.rcpt_dsn = rcpt.as_slice().to_vec();
             }
         });
         self

@@ -115,8 +115,9 @@ unsafe impl GlobalAlloc for Allocator {
 }
 
 /// Runs `f` with its allocations taken from the long-lived heap (when [`Allocator`] is the
-/// global allocator; otherwise it only runs `f`). For what stays queued: messages, their
-/// recipients and states, deferred entries. What `f` frees is unaffected.
+/// global allocator; otherwise it only runs `f`). For what stays for hours: queued
+/// messages with their recipients and states, deferred entries, per-domain state, and
+/// what the server and its shards set up at start. What `f` frees is unaffected.
 pub fn long_lived<T>(f: impl FnOnce() -> T) -> T {
     struct Restore(bool);
     impl Drop for Restore {

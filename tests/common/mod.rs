@@ -421,6 +421,25 @@ pub fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).expect("stat").len()
 }
 
+/// Every segment file under `spool` with its size, sorted by path.
+pub fn segment_files(spool: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(spool).into_iter().flatten() {
+        for seg in std::fs::read_dir(shard.expect("spool entry").path())
+            .into_iter()
+            .flatten()
+        {
+            let seg = seg.expect("shard entry").path();
+            if seg.extension().is_some_and(|e| e == "seg") {
+                let len = file_len(&seg);
+                out.push((seg, len));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 impl Client {
     /// Connects from the local address `source` (one of the test's 127.0.0.x), without
     /// reading the greeting: per-client limits see that address.

@@ -635,23 +635,33 @@ mod tests {
         (String::from_utf8(out).unwrap(), events)
     }
 
+    /// Feeds `input` in pieces of `split` octets, as reads cut anywhere would bring it.
+    fn drive_split(
+        s: &mut SinkSession,
+        input: &[u8],
+        split: usize,
+        plan: &FaultPlan,
+    ) -> (String, Vec<Event>) {
+        let mut events = Vec::new();
+        let mut buf = Vec::new();
+        for piece in input.chunks(split) {
+            buf.extend_from_slice(piece);
+            let used = s.handle_input(&buf, plan);
+            buf.drain(..used);
+            events.extend(std::iter::from_fn(|| s.poll_event()));
+        }
+        let mut out = Vec::new();
+        s.take_output(&mut out);
+        (String::from_utf8(out).unwrap(), events)
+    }
+
     #[test]
     fn pipelined_transaction_one_byte_at_a_time() {
         let plan = FaultPlan::default();
         let mut s = session(true);
         let input = b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n\
                       Subject: x\r\n\r\n..dot\r\n.\r\nQUIT\r\n";
-        let mut events = Vec::new();
-        let mut buf = Vec::new();
-        for &b in input.iter() {
-            buf.push(b);
-            let used = s.handle_input(&buf, &plan);
-            buf.drain(..used);
-            events.extend(std::iter::from_fn(|| s.poll_event()));
-        }
-        let mut out = Vec::new();
-        s.take_output(&mut out);
-        let out = String::from_utf8(out).unwrap();
+        let (out, events) = drive_split(&mut s, input, 1, &plan);
         assert!(out.starts_with("220 sink.test"));
         assert!(out.contains("250-PIPELINING\r\n"));
         assert!(out.contains("354 "));
@@ -684,17 +694,7 @@ mod tests {
         let mut whole = None;
         for split in [input.len(), 1, 2, 7] {
             let mut s = session(true);
-            let mut events = Vec::new();
-            let mut buf = Vec::new();
-            for piece in input.chunks(split) {
-                buf.extend_from_slice(piece);
-                let used = s.handle_input(&buf, &plan);
-                buf.drain(..used);
-                events.extend(std::iter::from_fn(|| s.poll_event()));
-            }
-            let mut out = Vec::new();
-            s.take_output(&mut out);
-            let out = String::from_utf8(out).unwrap();
+            let (out, events) = drive_split(&mut s, input, split, &plan);
             assert!(out.contains("CHUNKING\r\n"));
             let codes: Vec<&str> = out
                 .lines()
