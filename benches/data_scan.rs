@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pigeon::session::data::{BdatEncoder, DataScanner, Faults};
+use pigeon::smtp::data::{BdatEncoder, DataScanner, Faults};
 
 /// The driver's read size.
 const READ_SIZE: usize = 16 * 1024;

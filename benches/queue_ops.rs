@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pigeon::queue::message::{Job, QueuedMessage};
 use pigeon::queue::ready::ReadyQueues;
+use pigeon::spool::location::SegmentKey;
 use pigeon::spool::record::MessageId;
-use pigeon::spool::replay::SegmentKey;
 
 const OPS: u64 = 10_000;
 

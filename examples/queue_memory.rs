@@ -13,8 +13,8 @@ use std::sync::Arc;
 use pigeon::queue::deferred::Deferred;
 use pigeon::queue::message::{jobs_for, Job, QueuedMessage};
 use pigeon::runtime::memory::Allocator;
+use pigeon::spool::location::SegmentKey;
 use pigeon::spool::record::MessageId;
-use pigeon::spool::replay::SegmentKey;
 
 /// pigeon's allocator (mimalloc, as in the server), counting the bytes asked for and not yet freed.
 struct Counting;

@@ -40,6 +40,7 @@
 
 pub mod accept;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod deliver;
 pub mod dkim;

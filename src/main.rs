@@ -6,19 +6,20 @@ use std::sync::{mpsc, Arc};
 
 use clap::{Parser, Subcommand};
 
+use pigeon::clock::now_micros;
 use pigeon::config::Config;
 use pigeon::outcome::log::DeliveryLog;
 use pigeon::queue::deferred::Deferred;
 use pigeon::queue::message::QueuedMessage;
-use pigeon::queue::retry::now_micros;
 use pigeon::runtime::memory::long_lived;
 use pigeon::runtime::shard;
 use pigeon::runtime::shared::Shared;
 use pigeon::runtime::shutdown::{spawn_signal_thread, StopFlag};
 use pigeon::spool::inspect::{describe, message_content, queued_messages, short_age};
+use pigeon::spool::location::SegmentKey;
 use pigeon::spool::record::MessageId;
 use pigeon::spool::recover::{kill_records, repair};
-use pigeon::spool::replay::{replay, RecipientState, SegmentKey};
+use pigeon::spool::replay::{replay, RecipientState};
 use pigeon::spool::segments::Segments;
 
 #[global_allocator]

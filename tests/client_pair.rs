@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pigeon::deliver::client::state::{Client, ClientConfig, ClientEvent, Envelope};
-use pigeon::session::envelope::Envelope as Stored;
 use pigeon::session::state::{Event, Session, SessionConfig};
+use pigeon::smtp::envelope::Envelope as Stored;
 use pigeon::smtp::{Enhanced, Reply};
 
 const MAX_SIZE: usize = 2000;
@@ -389,7 +389,7 @@ fn server_shutdown_mid_session_fails_the_transaction() {
 fn start_chunked(p: &mut Pair, batch: Vec<(Envelope, &[u8])>) -> Vec<Option<ClientEvent>> {
     let mut ended = Vec::new();
     for (envelope, wire) in batch {
-        let content = pigeon::session::data::unstuffed(wire);
+        let content = pigeon::smtp::data::unstuffed(wire);
         let started = p
             .client
             .start_chunked_transaction(envelope, content.len() as u64);
@@ -475,7 +475,7 @@ fn chunked_transactions_go_out_together_and_are_answered_in_order() {
         );
         assert_eq!(p.stored.len(), 2, "read size {read_size}");
         // The same message as DATA delivers (BODY's ".\t." line is a stuffed "\t.").
-        let content = pigeon::session::data::unstuff;
+        let content = pigeon::smtp::data::unstuff;
         assert_eq!(content(&p.stored[0].1), content(BODY));
         assert_eq!(recipients(&p.stored[0].0), ["b@y.test"]);
         assert_eq!(p.stored[1].1, b"..a\r\n..\r\n");

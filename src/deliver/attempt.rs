@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
+use crate::clock::now_micros;
 use crate::config::DomainPolicy;
 use crate::deliver::client::driver::{Connection, TlsUse};
 use crate::deliver::client::state::Envelope;
@@ -19,7 +20,7 @@ use crate::deliver::route::next_hops;
 use crate::outcome::settle::{expire, settle};
 use crate::queue::message::Job;
 use crate::queue::ready::DomainQueue;
-use crate::queue::retry::{expired, now_micros};
+use crate::queue::retry::expired;
 use crate::runtime::shard::ShardContext;
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::spool::compact::read_content;

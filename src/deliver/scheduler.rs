@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
+use crate::clock::now_micros;
 use crate::deliver::attempt;
 use crate::outcome::settle;
-use crate::queue::retry::now_micros;
 use crate::runtime::memory;
 use crate::runtime::shard::ShardContext;
 

@@ -10,18 +10,19 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::clock::now_micros;
 use crate::outcome::dsn::{self, Action, RecipientReport, Report};
 use crate::outcome::log::LogEvent;
 use crate::queue::message::{Finish, Job, QueuedMessage};
-use crate::queue::retry::{backoff, expired, now_micros};
+use crate::queue::retry::{backoff, expired};
 use crate::runtime::shard::ShardContext;
-use crate::session::data::{unstuff, BdatEncoder};
-use crate::session::envelope::{Envelope, Recipient};
 use crate::smtp::address::parse_mailbox;
+use crate::smtp::data::{unstuff, BdatEncoder};
+use crate::smtp::envelope::{Envelope, Recipient};
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::spool::compact;
+use crate::spool::location::SegmentKey;
 use crate::spool::record::{encode_message, encode_outcome, MessageId, OutcomeKind, OutcomeRecord};
-use crate::spool::replay::SegmentKey;
 
 struct Decided {
     index: u32,

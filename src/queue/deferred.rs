@@ -132,8 +132,8 @@ mod tests {
     use super::*;
     use crate::queue::message::jobs_for;
     use crate::queue::retry::{backoff, splitmix};
+    use crate::spool::location::SegmentKey;
     use crate::spool::record::MessageId;
-    use crate::spool::replay::SegmentKey;
     use std::time::Duration;
 
     fn message(n: u32, recipients: &[&str]) -> Arc<QueuedMessage> {

@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::queue::recipients::Recipients;
 use crate::runtime::memory::long_lived;
 use crate::smtp::dsn::{MailDsn, RcptDsn};
-use crate::spool::commit::Location;
+use crate::spool::location::Location;
+use crate::spool::location::SegmentKey;
 use crate::spool::record::{MessageId, OutcomeKind};
-use crate::spool::replay::SegmentKey;
 use crate::spool::segments::hold;
 pub use crate::spool::segments::Held;
 

@@ -223,8 +223,8 @@ impl ReadyQueues {
 mod tests {
     use super::*;
     use crate::queue::message::QueuedMessage;
+    use crate::spool::location::SegmentKey;
     use crate::spool::record::MessageId;
-    use crate::spool::replay::SegmentKey;
 
     fn job(n: u32) -> Job {
         let m = QueuedMessage::new(

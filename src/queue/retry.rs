@@ -1,14 +1,6 @@
 //! When to try again: the configured schedule with jitter, and when to give up.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Microseconds since the epoch: the unit of every time the queue and the spool keep.
-pub fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64
-}
+use std::time::Duration;
 
 /// The delay before attempt `attempts + 1`, given `attempts` made: the schedule's entry
 /// for that attempt (the last one repeats), spread by ±10% so that recipients deferred

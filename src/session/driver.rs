@@ -24,8 +24,8 @@ use crate::outcome::log::LogEvent;
 use crate::queue::message::QueuedMessage;
 use crate::runtime::shard::ShardContext;
 use crate::session::auth::Login;
-use crate::session::envelope::{received_header, Envelope};
 use crate::session::state::{AuthPolicy, Event, Session};
+use crate::smtp::envelope::{received_header, Envelope};
 use crate::smtp::reply::Reply;
 use crate::spool::record::{encode_message, MessageId};
 

@@ -1,8 +1,6 @@
-//! The server side of SMTP: a sans-io [`state::Session`], its content scanners, and the
-//! glommio driver that connects it to a socket.
+//! The server side of SMTP: a sans-io [`state::Session`] and the glommio driver that
+//! connects it to a socket. The DATA/BDAT codec it uses is [`crate::smtp::data`].
 
 pub mod auth;
-pub mod data;
 pub mod driver;
-pub mod envelope;
 pub mod state;

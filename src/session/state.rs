@@ -27,11 +27,11 @@ use memchr::memchr;
 use crate::auth::Verdict;
 use crate::dkim::{BodyHasher, Canonicalization};
 use crate::session::auth::{self, Exchange, Login, Step};
-use crate::session::data::{BdatEncoder, BodyTap, DataScanner};
-use crate::session::envelope::{Envelope, Recipient};
 use crate::smtp::address::{parse_mailbox, AddressError, Mailbox};
 use crate::smtp::command::{params, Command};
+use crate::smtp::data::{BdatEncoder, BodyTap, DataScanner};
 use crate::smtp::dsn;
+use crate::smtp::envelope::{Envelope, Recipient};
 use crate::smtp::reply::{replies, Enhanced, Reply};
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.

@@ -29,9 +29,9 @@ use thiserror::Error;
 
 use crate::config::FsyncPolicy;
 use crate::smtp::reply::{replies, Reply};
+use crate::spool::location::SegmentKey;
+use crate::spool::location::{segment_path, shard_dir, Location};
 use crate::spool::record::{segment_header, MessageId, DEAD_MESSAGE, KIND_OFFSET};
-use crate::spool::recover::{segment_path, shard_dir};
-use crate::spool::replay::SegmentKey;
 use crate::spool::segments::Segments;
 
 /// Exit status after a spool write or sync failed (EX_IOERR from sysexits.h).
@@ -44,15 +44,6 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 /// How long the committer waits without appends before checking whether its segment has
 /// drained.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
-
-/// Where a record landed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Location {
-    /// The segment.
-    pub segment: SegmentKey,
-    /// Offset of the record frame in the segment.
-    pub offset: u64,
-}
 
 /// Why an append was not made durable.
 #[derive(Debug, Error)]
@@ -146,7 +137,7 @@ impl ShardSpool {
     pub fn next_id(&self) -> MessageId {
         let n = self.counter.get().wrapping_add(1);
         self.counter.set(n);
-        MessageId::new(crate::queue::retry::now_micros(), self.shard, n)
+        MessageId::new(crate::clock::now_micros(), self.shard, n)
     }
 
     /// True if `segment` is the one this shard appends to now: a record killed there is

@@ -20,11 +20,11 @@ use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::clock::now_micros;
 use crate::outcome::settle;
 use crate::queue::message::{Finish, Held, Move, QueuedMessage};
-use crate::queue::retry::now_micros;
 use crate::runtime::shard::ShardContext;
-use crate::spool::commit::Location;
+use crate::spool::location::Location;
 use crate::spool::read::{Content, SegmentReader};
 use crate::spool::record::{decode, encode_settled, Record};
 use crate::spool::segments::Segments;
@@ -127,9 +127,9 @@ pub fn read_content(reader: &SegmentReader, message: &QueuedMessage) -> io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::location::segment_path;
+    use crate::spool::location::SegmentKey;
     use crate::spool::record::{MessageId, OutcomeKind};
-    use crate::spool::recover::segment_path;
-    use crate::spool::replay::SegmentKey;
 
     const S: SegmentKey = SegmentKey { shard: 0, seq: 0 };
     const O: SegmentKey = SegmentKey { shard: 1, seq: 0 };

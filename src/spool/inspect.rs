@@ -4,9 +4,10 @@
 use std::io;
 use std::path::Path;
 
-use crate::session::data::unstuff;
+use crate::smtp::data::unstuff;
+use crate::spool::location::segment_path;
 use crate::spool::record::{decode, MessageId, OutcomeKind, Record};
-use crate::spool::recover::{segment_path, MappedSegment};
+use crate::spool::recover::MappedSegment;
 use crate::spool::replay::{replay, RecipientState, SpooledMessage};
 
 /// Every message that still has recipients to deliver, oldest first.

@@ -1,6 +1,7 @@
 //! The spool: per-shard append-only segment files. A 250 after DATA means the message's
 //! record is in a segment and (under `fsync = "always"`) synced.
 //!
+//! - `location`: segment names, record locations and their paths.
 //! - `record`: the on-disk vocabulary and framing.
 //! - `commit`: the shard's writer and its group commit.
 //! - `recover`: listing, scanning and repairing segments.
@@ -14,6 +15,7 @@
 pub mod commit;
 pub mod compact;
 pub mod inspect;
+pub mod location;
 pub mod lock;
 pub mod read;
 pub mod record;

@@ -11,9 +11,10 @@ use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use crate::spool::location::segment_path;
+use crate::spool::location::SegmentKey;
 use crate::spool::record::{decode, Record};
-use crate::spool::recover::{segment_path, MappedSegment};
-use crate::spool::replay::SegmentKey;
+use crate::spool::recover::MappedSegment;
 
 /// Message content borrowed from a segment map, kept alive as long as this lives.
 pub struct Content {

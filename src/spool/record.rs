@@ -33,7 +33,7 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-use crate::session::envelope::Envelope;
+use crate::smtp::envelope::Envelope;
 
 /// The first 8 octets of every segment file; the next 8 are its sequence number.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"PGNSPL01";
@@ -443,8 +443,8 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::session::envelope::Recipient;
     use crate::smtp::address::parse_mailbox;
+    use crate::smtp::envelope::Recipient;
 
     pub(crate) fn envelope() -> Envelope {
         Envelope {

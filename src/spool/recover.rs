@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::spool::commit::Location;
+use crate::spool::location::{segment_path, Location};
 use crate::spool::record::{
     decode, FrameError, Record, DEAD_MESSAGE, KIND_OFFSET, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
 };
@@ -26,16 +26,6 @@ pub struct SegmentFile {
     pub seq: u64,
     /// Where it is.
     pub path: PathBuf,
-}
-
-/// The directory of a shard inside the spool.
-pub fn shard_dir(spool: &Path, shard: u8) -> PathBuf {
-    spool.join(format!("shard-{shard:03}"))
-}
-
-/// The path of segment `seq` of a shard.
-pub fn segment_path(spool: &Path, shard: u8, seq: u64) -> PathBuf {
-    shard_dir(spool, shard).join(format!("{seq:016x}.seg"))
 }
 
 /// Lists every segment of every shard, in (shard, seq) order. A missing spool is empty.
@@ -225,6 +215,7 @@ pub fn repair(spool: &Path) -> io::Result<Repair> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::location::shard_dir;
     use crate::spool::record::{encode_message, segment_header, MessageId};
 
     fn segment_with(n: usize) -> (Vec<u8>, Vec<u64>) {

@@ -15,19 +15,10 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
-use crate::spool::commit::Location;
+use crate::spool::location::{Location, SegmentKey};
 use crate::spool::record::{MessageId, OutcomeKind, OutcomeRecord, Record, SettledRecord};
 use crate::spool::recover::{list_segments, scan, MappedSegment, SegmentFile};
 use crate::spool::segments::{hold, Held, Segments};
-
-/// Names one segment file: the shard that wrote it and its sequence number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SegmentKey {
-    /// The shard.
-    pub shard: u8,
-    /// The sequence number within the shard.
-    pub seq: u64,
-}
 
 /// Where one recipient stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,11 +253,11 @@ pub fn replay(spool: &Path) -> io::Result<Replay> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::location::segment_path;
     use crate::spool::record::tests::envelope;
     use crate::spool::record::{
         decode, encode_message, encode_outcome, encode_settled, segment_header,
     };
-    use crate::spool::recover::segment_path;
 
     fn write_segment(spool: &Path, shard: u8, seq: u64, records: &[Vec<u8>]) -> Vec<u64> {
         let path = segment_path(spool, shard, seq);

@@ -21,8 +21,7 @@ use std::sync::Arc;
 use crossbeam_skiplist::SkipMap;
 
 use crate::runtime::memory::long_lived;
-use crate::spool::recover::segment_path;
-use crate::spool::replay::SegmentKey;
+use crate::spool::location::{segment_path, SegmentKey};
 
 /// Segment references held by a message's outcome and settled records: one entry per
 /// segment with the number of records in it (a settle writes all of its records to one

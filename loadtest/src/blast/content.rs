@@ -111,7 +111,7 @@ mod tests {
             let wire = generate(size, "s@x.test");
             assert!(wire.ends_with(b"\r\n.\r\n"));
             let body = &wire[..wire.len() - 3];
-            let plain = pigeon::session::data::unstuff(body);
+            let plain = pigeon::smtp::data::unstuff(body);
             assert_eq!(plain.len(), size);
             assert!(plain.split(|&b| b == b'\n').all(|l| l.len() <= LINE + 1));
             // Each dotted line was stuffed.

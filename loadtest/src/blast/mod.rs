@@ -362,7 +362,7 @@ pub fn run(args: BlastArgs) -> Result<(), String> {
         shards,
         pipelining: !args.no_pipelining,
         // The size as sent to the user, before stuffing and without the terminator.
-        message_size: pigeon::session::data::unstuff(&plan.content[..plan.content.len() - 3]).len(),
+        message_size: pigeon::smtp::data::unstuff(&plan.content[..plan.content.len() - 3]).len(),
         recipients_per_message: args.recipients,
         messages_attempted: plan.done.load(Relaxed),
         messages_accepted: tally.messages,

@@ -14,9 +14,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use pigeon::session::data::{BdatEncoder, DataScanner};
 use pigeon::smtp::address::parse_mailbox;
 use pigeon::smtp::command::Command;
+use pigeon::smtp::data::{BdatEncoder, DataScanner};
 use pigeon::smtp::reply::{replies, Enhanced, Reply};
 
 use crate::sink::fault::{Action, FaultPlan, Stage};

@@ -335,7 +335,7 @@ fn save(shared: &Shared, dir: &std::path::Path, sender: &str, recipients: &[Stri
     for r in recipients {
         file.extend_from_slice(format!("X-Envelope-To: <{r}>\r\n").as_bytes());
     }
-    file.extend_from_slice(&pigeon::session::data::unstuff(wire));
+    file.extend_from_slice(&pigeon::smtp::data::unstuff(wire));
     let tmp = dir.join("tmp").join(&name);
     let result = std::fs::write(&tmp, &file)
         .and_then(|_| std::fs::rename(&tmp, dir.join("new").join(&name)));

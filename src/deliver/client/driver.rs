@@ -309,7 +309,7 @@ impl Connection {
         let mut written = Ok(());
         let mut commands = Vec::new();
         for (i, (envelope, wire)) in messages.into_iter().enumerate() {
-            let content = crate::session::data::unstuffed(wire);
+            let content = crate::smtp::data::unstuffed(wire);
             if let Err(ended) = self
                 .client
                 .start_chunked_transaction(envelope, content.len() as u64)
