@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pigeon::queue::message::{Job, QueuedMessage};
+use pigeon::queue::message::{Job, NewMessage, QueuedMessage};
 use pigeon::queue::ready::ReadyQueues;
-use pigeon::spool::location::SegmentKey;
+use pigeon::spool::location::{Location, SegmentKey};
 use pigeon::spool::record::MessageId;
 
 const OPS: u64 = 10_000;
@@ -23,18 +23,20 @@ fn job(message: &Arc<QueuedMessage>) -> Job {
 }
 
 fn message() -> Arc<QueuedMessage> {
-    Arc::new(QueuedMessage::new(
-        MessageId::new(1, 0, 1),
-        SegmentKey { shard: 0, seq: 1 },
-        16,
-        0,
-        "list@src.test".into(),
-        ["a@gmail.test"],
-        false,
-        false,
-        5120,
-        vec![0],
-    ))
+    Arc::new(QueuedMessage::new(NewMessage {
+        id: MessageId::new(1, 0, 1),
+        record: Location {
+            segment: SegmentKey { shard: 0, seq: 1 },
+            offset: 16,
+        },
+        received_micros: 0,
+        sender: "list@src.test".into(),
+        recipients: ["a@gmail.test"],
+        smtputf8: false,
+        eight_bit: false,
+        size: 5120,
+        states: vec![0],
+    }))
 }
 
 /// `threads` threads each push then pop OPS jobs; returns the wall time.

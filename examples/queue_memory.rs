@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 
 use pigeon::queue::deferred::Deferred;
-use pigeon::queue::message::{jobs_for, Job, QueuedMessage};
+use pigeon::queue::message::{jobs_for, Job, NewMessage, QueuedMessage};
 use pigeon::runtime::memory::Allocator;
-use pigeon::spool::location::SegmentKey;
+use pigeon::spool::location::{Location, SegmentKey};
 use pigeon::spool::record::MessageId;
 
 /// pigeon's allocator (mimalloc, as in the server), counting the bytes asked for and not yet freed.
@@ -70,18 +70,20 @@ fn main() {
                     format!("u{g}@d{}.test", g % 100)
                 })
                 .collect::<Vec<String>>();
-            QueuedMessage::new(
-                MessageId::new(1, 0, m as u32),
-                SegmentKey { shard: 0, seq: 1 },
-                16,
-                0,
-                "blast@pigeon-load.test".into(),
-                addresses,
-                false,
-                false,
-                5261,
-                vec![0; 100],
-            )
+            QueuedMessage::new(NewMessage {
+                id: MessageId::new(1, 0, m as u32),
+                record: Location {
+                    segment: SegmentKey { shard: 0, seq: 1 },
+                    offset: 16,
+                },
+                received_micros: 0,
+                sender: "blast@pigeon-load.test".into(),
+                recipients: addresses,
+                smtputf8: false,
+                eight_bit: false,
+                size: 5261,
+                states: vec![0; 100],
+            })
             .into_shared()
         })
         .collect();

@@ -8,18 +8,17 @@ use clap::{Parser, Subcommand};
 
 use pigeon::clock::now_micros;
 use pigeon::config::Config;
+use pigeon::dkim::signers::Signers;
 use pigeon::outcome::log::DeliveryLog;
 use pigeon::queue::deferred::Deferred;
-use pigeon::queue::message::QueuedMessage;
+use pigeon::queue::requeue::requeue;
 use pigeon::runtime::memory::long_lived;
 use pigeon::runtime::shard;
 use pigeon::runtime::shared::Shared;
 use pigeon::runtime::shutdown::{spawn_signal_thread, StopFlag};
 use pigeon::spool::inspect::{describe, message_content, queued_messages, short_age};
-use pigeon::spool::location::SegmentKey;
 use pigeon::spool::record::MessageId;
-use pigeon::spool::recover::{kill_records, repair};
-use pigeon::spool::replay::{replay, RecipientState};
+use pigeon::spool::recover::repair;
 use pigeon::spool::segments::Segments;
 
 #[global_allocator]
@@ -177,7 +176,14 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
     let shards = config.shard_count();
     let shared = long_lived(|| share(config))?;
     let mut deferred: Vec<Deferred> = (0..shards).map(|_| Deferred::new()).collect();
-    requeue(spool, &shared, &mut deferred)?;
+    let requeued = requeue(spool, &shared.queues, &shared.segments, &mut deferred)
+        .map_err(|e| format!("{}: {e}", spool.display()))?;
+    tracing::info!(
+        messages = requeued.messages,
+        recipients = requeued.recipients,
+        deferred_jobs = requeued.deferred_jobs,
+        "queue rebuilt from the spool"
+    );
 
     let flag = StopFlag::default();
     let reloading = shared.clone();
@@ -234,7 +240,7 @@ fn share(config: Config) -> Result<Arc<Shared>, String> {
         .map_err(|e| format!("log.delivery {}: {e}", config.log.delivery.display()))?;
     let segments = Arc::new(Segments::new(spool.clone()));
     let signers = config.dkim_signers().map_err(|e| e.to_string())?;
-    let mut shared = Shared::new(config.clone(), segments, log, signers);
+    let mut shared = Shared::new(config.clone(), segments, log, Signers::new(signers));
     if let Some(auth) = &config.auth {
         let authenticator =
             pigeon::auth::Authenticator::load(auth).map_err(|e| format!("auth.users_file: {e}"))?;
@@ -247,97 +253,6 @@ fn share(config: Config) -> Result<Arc<Shared>, String> {
     let shared = Arc::new(shared);
     shared.load_tls().map_err(|e| format!("tls: {e}"))?;
     Ok(shared)
-}
-
-/// Queues again everything the spool still owes: due recipients to the ready queues,
-/// deferred ones to the shards' timers (spread over the shards), and counts the segment
-/// references the records hold; segments with none are deleted.
-fn requeue(spool: &Path, shared: &Shared, deferred: &mut [Deferred]) -> Result<(), String> {
-    let replayed = replay(spool).map_err(|e| format!("replaying {}: {e}", spool.display()))?;
-    let now = now_micros();
-    let (mut messages, mut recipients, mut held) = (0usize, 0usize, 0usize);
-    // Finished messages whose kill was cut short, and copies a copy forward left behind,
-    // are killed now, durably, before any reference is counted: every segment is sealed
-    // below, which deletes those with nothing live in them.
-    let stale = replayed.stale_records();
-    kill_records(spool, &stale).map_err(|e| format!("killing finished records: {e}"))?;
-    replayed.hold(&shared.segments);
-    for m in replayed.live() {
-        let pending: Vec<(u32, u32, u64)> = m
-            .states
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| match *s {
-                RecipientState::Pending {
-                    attempts,
-                    next_attempt_micros,
-                } => Some((i as u32, attempts, next_attempt_micros)),
-                RecipientState::Done(_) => None,
-            })
-            .collect();
-        let states = m
-            .states
-            .iter()
-            .map(|s| match *s {
-                RecipientState::Done(kind) => kind as u8,
-                RecipientState::Pending { .. } => 0,
-            })
-            .collect();
-        let message = QueuedMessage::new(
-            m.id,
-            m.segment,
-            m.offset,
-            m.received_micros,
-            m.sender.clone(),
-            &m.recipients,
-            m.smtputf8,
-            m.eight_bit,
-            m.size,
-            states,
-        )
-        .with_dsn(
-            &m.mail_params,
-            m.recipient_params.iter().map(String::as_str),
-        )
-        .with_held(m.held())
-        .into_shared();
-        messages += 1;
-        recipients += pending.len();
-        shared.enqueue(
-            &message,
-            pending.iter().filter(|p| p.2 <= now).map(|p| (p.0, p.1)),
-        );
-        let later = pending.iter().filter(|p| p.2 > now).map(|p| (p.0, p.1));
-        for (_, job) in shared.jobs(&message, later) {
-            let due = job
-                .recipients
-                .iter()
-                // `pending` is in index order (built from `enumerate`).
-                .map(|&i| {
-                    pending
-                        .binary_search_by_key(&i, |p| p.0)
-                        .map_or(0, |k| pending[k].2)
-                })
-                .min()
-                .unwrap_or(0);
-            deferred[held % deferred.len()].insert(now, due, job);
-            held += 1;
-        }
-    }
-    for seg in &replayed.segments {
-        // Every existing segment is sealed: this run writes new ones.
-        shared.segments.seal(SegmentKey {
-            shard: seg.shard,
-            seq: seg.seq,
-        });
-    }
-    tracing::info!(
-        messages,
-        recipients,
-        deferred_jobs = held,
-        "queue rebuilt from the spool"
-    );
-    Ok(())
 }
 
 /// `pigeon passwd USER --file FILE`.

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
+pub use crate::auth::in_networks;
+
 use crate::smtp::reply::{Enhanced, Reply};
 
 /// Map shards: connections from different clients rarely wait for one another's lock.
@@ -196,16 +198,6 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
             None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
         },
     }
-}
-
-/// Whether `ip` is in one of `nets`, an IPv4-mapped IPv6 address counting as its IPv4
-/// address (a dual-stack listener reports IPv4 clients that way).
-pub fn in_networks(nets: &[IpNet], ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    nets.iter().any(|n| n.contains(&ip))
 }
 
 /// One admitted connection: dropping it gives the connection back to the counts.

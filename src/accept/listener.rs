@@ -4,14 +4,30 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
+use ipnet::IpNet;
 
+use crate::accept::limits::{in_networks, Admission};
 use crate::config::ListenerConfig;
-use crate::runtime::shard::ShardContext;
-use crate::session::driver;
+use crate::session::driver::{self, Client, Services};
+use crate::task::TaskCount;
+
+/// What one shard's listeners share: admission, who may relay, the sessions alive, and
+/// what each session is given.
+pub struct Acceptor {
+    /// Connections open, in total and per client, and the limits on them.
+    pub admission: Arc<Admission>,
+    /// Clients that may relay to any domain (`relay.networks`).
+    pub relay_networks: Arc<[IpNet]>,
+    /// Sessions alive on this shard: a stopping shard waits for them.
+    pub sessions: Rc<TaskCount>,
+    /// What each session is given.
+    pub services: Rc<Services>,
+}
 
 /// Binds `address` on this shard, with SO_REUSEPORT.
 pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
@@ -19,10 +35,11 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts connections until the shard stops, starting a session for each.
-pub async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>, config: ListenerConfig) {
+pub async fn accept_loop(listener: TcpListener, acceptor: Rc<Acceptor>, config: ListenerConfig) {
+    let services = &acceptor.services;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
-            ctx.stop.wait().await;
+            services.stop.wait().await;
             None
         })
         .await;
@@ -32,19 +49,24 @@ pub async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>, config: L
                 let Ok(peer) = stream.peer_addr() else {
                     continue;
                 };
-                let ctx = ctx.clone();
-                match ctx.shared.admission.admit(peer.ip(), Instant::now()) {
-                    Ok(admitted) => glommio::spawn_local(async move {
-                        ctx.sessions.set(ctx.sessions.get() + 1);
-                        driver::run(stream, &ctx, config.tls, config.mode).await;
-                        ctx.sessions.set(ctx.sessions.get() - 1);
-                        drop(admitted);
-                    })
-                    .detach(),
+                match acceptor.admission.admit(peer.ip(), Instant::now()) {
+                    Ok(admitted) => {
+                        let client = Client {
+                            peer,
+                            may_relay: in_networks(&acceptor.relay_networks, peer.ip()),
+                            exempt: acceptor.admission.is_exempt(peer.ip()),
+                        };
+                        let services = services.clone();
+                        acceptor.sessions.spawn(async move {
+                            driver::run(stream, &services, client, config.tls, config.mode).await;
+                            drop(admitted);
+                        });
+                    }
                     Err(refusal) => {
                         tracing::info!(client = %peer, ?refusal, "connection refused");
-                        let reply = refusal.reply(&ctx.session.hostname);
-                        glommio::spawn_local(refuse(stream, reply, ctx.timeouts.command)).detach()
+                        let reply = refusal.reply(&services.config.hostname);
+                        let timeout = services.timeouts.command;
+                        glommio::spawn_local(refuse(stream, reply, timeout)).detach();
                     }
                 };
             }

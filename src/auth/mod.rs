@@ -8,6 +8,8 @@ pub mod credentials;
 pub mod failures;
 
 use std::net::IpAddr;
+
+use ipnet::IpNet;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -92,4 +94,14 @@ impl Authenticator {
             Verdict::Rejected
         }
     }
+}
+
+/// Whether `ip` is in one of `nets`, an IPv4-mapped IPv6 address counting as its IPv4
+/// address (a dual-stack listener reports IPv4 clients that way).
+pub fn in_networks(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    nets.iter().any(|n| n.contains(&ip))
 }

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::{parse_hop, DomainPolicy};
-use crate::runtime::shard::ShardContext;
+use crate::deliver::dns::Resolver;
 use crate::smtp::reply::{Enhanced, Reply};
 
 /// One host to try, with its addresses, in order.
@@ -16,14 +16,15 @@ pub struct NextHop {
     pub addrs: Vec<SocketAddr>,
 }
 
-/// Where mail for `domain` goes, in order of preference. An error is the reply to record
-/// for the recipients: permanent (bounce) for NXDOMAIN and null MX, else temporary.
+/// Where mail for `domain` goes, in order of preference, looked up with `resolver`;
+/// `port` is `delivery.port`. An error is the reply to record for the recipients:
+/// permanent (bounce) for NXDOMAIN and null MX, else temporary.
 pub async fn next_hops(
-    ctx: &ShardContext,
+    resolver: &Resolver,
+    port: u16,
     domain: &str,
     policy: &DomainPolicy,
 ) -> Result<Vec<NextHop>, Reply> {
-    let port = ctx.shared.config.delivery.port;
     if let Some(route) = &policy.route {
         let mut hops = Vec::new();
         for hop in route {
@@ -33,7 +34,7 @@ pub async fn next_hops(
             };
             let addrs = match host.parse::<IpAddr>() {
                 Ok(ip) => vec![ip],
-                Err(_) => match ctx.resolver.host_addresses(&host).await {
+                Err(_) => match resolver.host_addresses(&host).await {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(%host, error = %e, "cannot resolve route host");
@@ -72,7 +73,7 @@ pub async fn next_hops(
             )),
         };
     }
-    match ctx.resolver.mail_hosts(domain).await {
+    match resolver.mail_hosts(domain).await {
         Ok(hosts) => Ok(hosts
             .into_iter()
             .map(|h| NextHop {

@@ -21,6 +21,7 @@
 //! - [`sign`]: [`Signer`], the header hash (§3.7), selection of signed header fields
 //!   (§5.4) and the folded `DKIM-Signature` field.
 //! - [`header`]: reading header sections: [`from_domain`], [`already_signed`].
+//! - [`signers`]: the configured signers, and which sign mail from a domain.
 //!
 //! # Crypto
 //!
@@ -40,6 +41,7 @@ pub mod canonicalize;
 pub mod header;
 pub mod key;
 pub mod sign;
+pub mod signers;
 
 use std::fmt;
 use std::str::FromStr;

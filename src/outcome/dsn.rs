@@ -36,7 +36,7 @@ use std::fmt::Write as _;
 
 use memchr::memmem;
 
-use crate::smtp::envelope::rfc5322_date;
+use crate::clock::rfc5322_date;
 use crate::smtp::reply::Enhanced;
 
 /// What the reporting MTA did about one recipient: the `Action` field (RFC 3464 §2.3.3).

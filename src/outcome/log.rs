@@ -175,3 +175,48 @@ impl LogBuffer {
         }
     }
 }
+
+/// One shard's handle on the delivery log: its lines gather in a [`LogBuffer`] and go out
+/// in one append every [`FLUSH_INTERVAL`] ([`ShardLog::flush_every`]), when
+/// [`FLUSH_AT`] octets wait, and when the last handle is dropped.
+#[derive(Debug)]
+pub struct ShardLog {
+    log: std::sync::Arc<DeliveryLog>,
+    lines: LogBuffer,
+}
+
+impl ShardLog {
+    /// A shard's buffer in front of `log`.
+    pub fn new(log: std::sync::Arc<DeliveryLog>) -> std::rc::Rc<ShardLog> {
+        std::rc::Rc::new(ShardLog {
+            log,
+            lines: LogBuffer::default(),
+        })
+    }
+
+    /// Writes one event (within [`FLUSH_INTERVAL`]).
+    pub fn write(&self, event: &LogEvent<'_>) {
+        self.lines.push(&self.log, event);
+    }
+
+    /// Appends every line gathered.
+    pub fn flush(&self) {
+        self.lines.flush(&self.log);
+    }
+
+    /// Appends the gathered lines every [`FLUSH_INTERVAL`] for as long as a handle lives.
+    pub async fn flush_every(log: std::rc::Weak<ShardLog>) {
+        loop {
+            glommio::timer::sleep(FLUSH_INTERVAL).await;
+            let Some(log) = log.upgrade() else { return };
+            log.flush();
+        }
+    }
+}
+
+impl Drop for ShardLog {
+    /// The last lines: whatever outlived the stop's wait still logs.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

@@ -54,6 +54,17 @@ pub struct Deferred {
 /// Recipients of one message that came due: `(index, attempts so far)`.
 pub type DueRecipients = (Arc<QueuedMessage>, Vec<(u32, u32)>);
 
+/// What [`Deferred::pop_due`] found: the recipients due, and when the next ones are.
+#[derive(Debug, Default)]
+pub struct Due {
+    /// Recipients due now, grouped by message.
+    pub recipients: Vec<DueRecipients>,
+    /// When the earliest recipient still held comes due, microseconds since the epoch
+    /// (the end of its slot); `None` when none is held. The queue manager sleeps until
+    /// then instead of looking on a tick.
+    pub next_micros: Option<u64>,
+}
+
 impl Deferred {
     /// An empty timer.
     pub fn new() -> Deferred {
@@ -94,8 +105,9 @@ impl Deferred {
     }
 
     /// Takes every recipient due at `now_micros` (never one due later), grouped by message:
-    /// recipients deferred together (one job) come back together.
-    pub fn pop_due(&mut self, now_micros: u64) -> Vec<DueRecipients> {
+    /// recipients deferred together (one job) come back together; says when the next
+    /// ones are due.
+    pub fn pop_due(&mut self, now_micros: u64) -> Due {
         let mut out: Vec<DueRecipients> = Vec::new();
         // Slot by slot from the front (not `split_off`, which allocates a new edge of the
         // tree at every call, and this is called every few milliseconds).
@@ -113,7 +125,15 @@ impl Deferred {
                 }
             }
         }
-        out
+        Due {
+            recipients: out,
+            next_micros: self.next_due(),
+        }
+    }
+
+    /// When the earliest recipient held comes due (see [`Due::next_micros`]).
+    pub fn next_due(&self) -> Option<u64> {
+        self.slots.keys().next().map(|slot| slot * SLOT_MICROS)
     }
 
     /// Recipients held.
@@ -131,24 +151,28 @@ impl Deferred {
 mod tests {
     use super::*;
     use crate::queue::message::jobs_for;
+    use crate::queue::message::NewMessage;
     use crate::queue::retry::{backoff, splitmix};
+    use crate::spool::location::Location;
     use crate::spool::location::SegmentKey;
     use crate::spool::record::MessageId;
     use std::time::Duration;
 
     fn message(n: u32, recipients: &[&str]) -> Arc<QueuedMessage> {
-        Arc::new(QueuedMessage::new(
-            MessageId::new(1, 0, n),
-            SegmentKey { shard: 0, seq: 1 },
-            16,
-            0,
-            "s@x.test".into(),
+        Arc::new(QueuedMessage::new(NewMessage {
+            id: MessageId::new(1, 0, n),
+            record: Location {
+                segment: SegmentKey { shard: 0, seq: 1 },
+                offset: 16,
+            },
+            received_micros: 0,
+            sender: "s@x.test".into(),
             recipients,
-            false,
-            false,
-            100,
-            vec![0; recipients.len()],
-        ))
+            smtputf8: false,
+            eight_bit: false,
+            size: 100,
+            states: vec![0; recipients.len()],
+        }))
     }
 
     fn job(message: &Arc<QueuedMessage>, recipients: &[u32], attempts: u32) -> Job {
@@ -171,16 +195,42 @@ mod tests {
         d.insert(0, 5_300_000, job(&a, &[1], 2));
         assert_eq!(d.len(), 3);
         for now in [0, 4_999_999, 5_000_049] {
-            assert!(d.pop_due(now).is_empty(), "at {now}");
+            assert!(d.pop_due(now).recipients.is_empty(), "at {now}");
         }
         // At most one slot late.
-        let due = d.pop_due(5_000_050 + SLOT_MICROS);
+        let due = d.pop_due(5_000_050 + SLOT_MICROS).recipients;
         assert_eq!(shape(&due), vec![(a.id, vec![(0, 1), (2, 1)])]);
         assert_eq!(d.len(), 1);
-        assert!(d.pop_due(5_299_999).is_empty());
-        assert_eq!(shape(&d.pop_due(5_300_000)), vec![(a.id, vec![(1, 2)])]);
+        assert!(d.pop_due(5_299_999).recipients.is_empty());
+        assert_eq!(
+            shape(&d.pop_due(5_300_000).recipients),
+            vec![(a.id, vec![(1, 2)])]
+        );
         assert!(d.is_empty());
-        assert!(d.pop_due(u64::MAX / 2).is_empty());
+        assert!(d.pop_due(u64::MAX / 2).recipients.is_empty());
+    }
+
+    #[test]
+    fn the_next_deadline_is_when_the_earliest_slot_comes_due_and_none_when_empty() {
+        let a = message(1, &["a@a.test"]);
+        let mut d = Deferred::new();
+        assert_eq!(d.pop_due(0).next_micros, None);
+        d.insert(0, 5_000_050, job(&a, &[0], 1));
+        d.insert(0, 9_000_000, job(&a, &[0], 1));
+        let next = d.pop_due(0).next_micros.unwrap();
+        assert!(
+            (5_000_050..=5_000_050 + SLOT_MICROS).contains(&next),
+            "{next}"
+        );
+        // Waking then finds the first due, and learns when the second is.
+        let due = d.pop_due(next);
+        assert_eq!(due.recipients.len(), 1);
+        let later = due.next_micros.unwrap();
+        assert!(
+            (9_000_000..=9_000_000 + SLOT_MICROS).contains(&later),
+            "{later}"
+        );
+        assert_eq!(d.pop_due(later).next_micros, None);
     }
 
     #[test]
@@ -195,9 +245,16 @@ mod tests {
             let due = now + delay;
             let mut d = Deferred::new();
             d.insert(now, due, job(&a, &[0], 1));
-            assert!(d.pop_due(due - 1).is_empty(), "early: delay {delay}");
+            assert!(
+                d.pop_due(due - 1).recipients.is_empty(),
+                "early: delay {delay}"
+            );
             let late = SLOT_MICROS + (delay / 64).clamp(SLOT_MICROS, MAX_SLOT_MICROS);
-            assert_eq!(d.pop_due(due + late).len(), 1, "too late: delay {delay}");
+            assert_eq!(
+                d.pop_due(due + late).recipients.len(),
+                1,
+                "too late: delay {delay}"
+            );
         }
     }
 
@@ -223,6 +280,7 @@ mod tests {
         }
         let back: usize = d
             .pop_due(now + 4_000_000_000)
+            .recipients
             .iter()
             .map(|(_, r)| r.len())
             .sum();
@@ -239,7 +297,7 @@ mod tests {
         d.insert(0, 1_000_000, job(&a, &[0, 2, 3], 1));
         d.insert(0, 1_000_001, job(&b, &[0], 3));
         d.insert(0, 1_000_002, job(&a, &[1], 1));
-        let due = d.pop_due(2_000_000);
+        let due = d.pop_due(2_000_000).recipients;
         assert_eq!(
             shape(&due),
             vec![

@@ -120,32 +120,47 @@ pub struct QueuedMessage {
     pub delay_notified: AtomicBool,
 }
 
+/// What a [`QueuedMessage`] is made of, field by field.
+#[derive(Debug)]
+pub struct NewMessage<R> {
+    /// The queue id.
+    pub id: MessageId,
+    /// Where its record is.
+    pub record: Location,
+    /// When it was accepted (and its record written), microseconds since the epoch.
+    pub received_micros: u64,
+    /// The reverse-path; empty for `<>`.
+    pub sender: String,
+    /// All recipients, in record order.
+    pub recipients: R,
+    /// Delivery needs SMTPUTF8.
+    pub smtputf8: bool,
+    /// The content has 8-bit octets.
+    pub eight_bit: bool,
+    /// Octets of content in wire form.
+    pub size: u64,
+    /// One state per recipient: 0 not final, else the final `OutcomeKind` (as in a
+    /// settled record).
+    pub states: Vec<u8>,
+}
+
 impl QueuedMessage {
-    /// A message whose record is at `segment`/`offset`, written at `received_micros` (or
-    /// later), with one state per recipient (0: not final; see [`Place`]). The recipients
-    /// are copied into a [`Recipients`] store. What the message keeps is copied into the
-    /// long-lived heap (`runtime::memory`); share it with [`QueuedMessage::into_shared`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: MessageId,
-        segment: SegmentKey,
-        offset: u64,
-        received_micros: u64,
-        sender: String,
-        recipients: impl IntoIterator<Item = impl AsRef<str>>,
-        smtputf8: bool,
-        eight_bit: bool,
-        size: u64,
-        states: Vec<u8>,
-    ) -> QueuedMessage {
-        let remaining = states.iter().filter(|&&s| s == 0).count();
-        let (sender, states) = long_lived(|| (sender.as_str().to_owned(), states.to_vec()));
+    /// The message described by `m`. The recipients are copied into a [`Recipients`]
+    /// store. What the message keeps is copied into the long-lived heap
+    /// (`runtime::memory`); share it with [`QueuedMessage::into_shared`].
+    pub fn new<R>(m: NewMessage<R>) -> QueuedMessage
+    where
+        R: IntoIterator,
+        R::Item: AsRef<str>,
+    {
+        let remaining = m.states.iter().filter(|&&s| s == 0).count();
+        let (sender, states) = long_lived(|| (m.sender.as_str().to_owned(), m.states.to_vec()));
         QueuedMessage {
-            id,
+            id: m.id,
             place: Mutex::new(Place {
-                segment,
-                offset,
-                written_micros: received_micros,
+                segment: m.record.segment,
+                offset: m.record.offset,
+                written_micros: m.received_micros,
                 held: Vec::new(),
                 remaining,
                 states,
@@ -153,12 +168,12 @@ impl QueuedMessage {
                 moving: false,
                 finished: false,
             }),
-            received_micros,
+            received_micros: m.received_micros,
             sender,
-            recipients: recipients.into_iter().collect(),
-            smtputf8,
-            eight_bit,
-            size,
+            recipients: m.recipients.into_iter().collect(),
+            smtputf8: m.smtputf8,
+            eight_bit: m.eight_bit,
+            size: m.size,
             mail_dsn: MailDsn::default(),
             rcpt_dsn: Vec::new(),
             delay_notified: AtomicBool::new(false),
@@ -403,18 +418,20 @@ mod tests {
     use super::*;
 
     fn message(recipients: &[&str]) -> Arc<QueuedMessage> {
-        Arc::new(QueuedMessage::new(
-            MessageId::new(1, 0, 1),
-            SegmentKey { shard: 0, seq: 1 },
-            16,
-            0,
-            "s@x.test".into(),
+        Arc::new(QueuedMessage::new(NewMessage {
+            id: MessageId::new(1, 0, 1),
+            record: Location {
+                segment: SegmentKey { shard: 0, seq: 1 },
+                offset: 16,
+            },
+            received_micros: 0,
+            sender: "s@x.test".into(),
             recipients,
-            false,
-            false,
-            100,
-            vec![0; recipients.len()],
-        ))
+            smtputf8: false,
+            eight_bit: false,
+            size: 100,
+            states: vec![0; recipients.len()],
+        }))
     }
 
     #[test]

@@ -9,9 +9,12 @@
 //! - `retry`: the backoff schedule with jitter, and expiry.
 //! - `limits`: per-destination rate limits, global across shards.
 
+pub mod content;
 pub mod deferred;
 pub mod limits;
 pub mod message;
+pub mod queues;
 pub mod ready;
 pub mod recipients;
+pub mod requeue;
 pub mod retry;

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use crossbeam::queue::SegQueue;
 use crossbeam_skiplist::SkipMap;
+use event_listener::Event;
 
 use crate::queue::message::Job;
 use crate::runtime::memory::long_lived;
@@ -48,6 +49,8 @@ pub struct DomainQueue {
     connections: AtomicU32,
     /// A job was pushed since [`ReadyQueues::retire_idle`] last looked.
     touched: AtomicBool,
+    /// Wakes a connection lingering for the domain's next job.
+    arrived: Event,
 }
 
 impl DomainQueue {
@@ -57,7 +60,27 @@ impl DomainQueue {
             lanes: (0..shards.max(1)).map(|_| SegQueue::new()).collect(),
             connections: AtomicU32::new(0),
             touched: AtomicBool::new(false),
+            arrived: Event::new(),
         }
+    }
+
+    /// Tells one connection waiting in [`DomainQueue::arrival`] that a job came.
+    pub fn notify_arrival(&self) {
+        self.arrived.notify(1);
+    }
+
+    /// Waits until a job may have arrived (a push since the wait began, or one already
+    /// waiting), or until `timeout` passes. The caller pops and looks: another connection
+    /// may have been quicker.
+    pub async fn arrival(&self, timeout: std::time::Duration) {
+        let listener = self.arrived.listen();
+        if !self.is_empty() {
+            return;
+        }
+        futures_lite::future::or(listener, async {
+            glommio::timer::sleep(timeout).await;
+        })
+        .await;
     }
 
     /// Adds a job at the back of the lane of the shard that received its message (which
@@ -149,25 +172,29 @@ impl ReadyQueues {
         }
     }
 
-    /// Queues a job for `domain`.
-    pub fn push(&self, domain: &str, job: Job) {
+    /// Queues a job for `domain`; returns the queue it went to.
+    pub fn push(&self, domain: &str, job: Job) -> Arc<DomainQueue> {
         let queue = self.domain(domain);
         queue.touched.store(true, Ordering::Relaxed);
         queue.push(job);
         fence(Ordering::SeqCst);
         if queue.is_retired() {
             // Retired after we found it: the retirer may have looked before our job came.
-            self.rescue(&queue);
+            return self.rescue(&queue).unwrap_or(queue);
         }
+        queue
     }
 
-    /// Moves every job of a retired queue to its domain's current one.
-    fn rescue(&self, old: &DomainQueue) {
+    /// Moves every job of a retired queue to its domain's current one; returns that one,
+    /// if any job moved.
+    fn rescue(&self, old: &DomainQueue) -> Option<Arc<DomainQueue>> {
+        let mut current = None;
         for lane in old.lanes.iter() {
             while let Some(job) = lane.pop() {
-                self.push(&old.domain, job);
+                current = Some(self.push(&old.domain, job));
             }
         }
+        current
     }
 
     /// Takes out of the registry the queues that have had no job pushed since the last
@@ -193,7 +220,7 @@ impl ReadyQueues {
             entry.remove();
             retired += 1;
             // A push that found the queue before the flag may have landed since the check.
-            self.rescue(queue);
+            let _ = self.rescue(queue);
         }
         retired
     }
@@ -222,26 +249,30 @@ impl ReadyQueues {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::message::NewMessage;
     use crate::queue::message::QueuedMessage;
+    use crate::spool::location::Location;
     use crate::spool::location::SegmentKey;
     use crate::spool::record::MessageId;
 
     fn job(n: u32) -> Job {
-        let m = QueuedMessage::new(
-            MessageId::new(1, (n % 4) as u8, n),
-            SegmentKey {
-                shard: (n % 4) as u8,
-                seq: 0,
+        let m = QueuedMessage::new(NewMessage {
+            id: MessageId::new(1, (n % 4) as u8, n),
+            record: Location {
+                segment: SegmentKey {
+                    shard: (n % 4) as u8,
+                    seq: 0,
+                },
+                offset: 0,
             },
-            0,
-            0,
-            String::new(),
-            ["a@a.test"],
-            false,
-            false,
-            0,
-            vec![0],
-        );
+            received_micros: 0,
+            sender: String::new(),
+            recipients: ["a@a.test"],
+            smtputf8: false,
+            eight_bit: false,
+            size: 0,
+            states: vec![0],
+        });
         Job {
             message: Arc::new(m),
             recipients: Box::new([0]),

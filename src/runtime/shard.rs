@@ -1,31 +1,38 @@
-//! One shard: a glommio executor pinned to a CPU, owning its spool segment, its listeners
-//! (bound with SO_REUSEPORT, so the kernel spreads connections across shards) and every
-//! session accepted on them, plus its delivery scheduler and connections. What shards
-//! share is in [`crate::runtime::shared::Shared`]: the configuration, the ready queues, the
-//! segment reference counts, rate limiters and the delivery log, all lock-free.
+//! One shard: a glommio executor pinned to a CPU. This module builds the shard's stages
+//! and wires them, and nothing else: its spool writer, its listeners (bound with
+//! SO_REUSEPORT, so the kernel spreads connections across shards) with the sessions and
+//! intake behind them, its delivery agents and its queue manager. What shards share is
+//! in [`crate::runtime::shared::Shared`]. It then waits for the stop and drains the
+//! stages in order: listeners, the queue manager's loop, sessions and delivery work, the
+//! last batch of finishes, the log, the spool.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::rc::{Rc, Weak};
+use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use futures_lite::future;
 use glommio::{LocalExecutorBuilder, Placement};
 use ipnet::IpNet;
 
-use crate::accept::listener;
-use crate::config::TimeoutsConfig;
+use crate::accept::listener::{self, Acceptor};
+use crate::deliver::agent::Agents;
+use crate::deliver::client::tls::TlsClients;
 use crate::deliver::dns::Resolver;
-use crate::deliver::scheduler;
-use crate::outcome::log::{self, LogBuffer, LogEvent};
+use crate::intake::Intake;
+use crate::outcome::log::ShardLog;
+use crate::outcome::settle::Settler;
+use crate::qmgr::{dispatch, QueueManager};
 use crate::queue::deferred::Deferred;
 use crate::runtime::memory::long_lived;
 use crate::runtime::shared::Shared;
 use crate::runtime::shutdown::{ShardStop, StopFlag};
+use crate::session::driver::Services;
 use crate::session::state::SessionConfig;
+use crate::session::tls::Acceptors;
 use crate::spool::commit::{ShardSpool, SpoolOptions};
 use crate::spool::read::SegmentReader;
+use crate::task::TaskCount;
 
 /// How long one DNS query may take before the next nameserver is asked.
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,95 +52,6 @@ fn nameservers(config: &crate::config::Config) -> Vec<SocketAddr> {
         .iter()
         .filter_map(|n| crate::config::parse_nameserver(n))
         .collect()
-}
-
-/// What every task on a shard shares: owned by the shard, handed out as `Rc`.
-pub struct ShardContext {
-    /// This shard's number.
-    pub id: u8,
-    /// This shard's spool writer.
-    pub spool: Rc<ShardSpool>,
-    /// Limits and identity for sessions.
-    pub session: Arc<SessionConfig>,
-    /// Read timeouts.
-    pub timeouts: TimeoutsConfig,
-    /// Clients that may relay to any domain.
-    pub relay_networks: Vec<IpNet>,
-    /// The shard's stop state.
-    pub stop: ShardStop,
-    /// When the stop began; sessions in DATA have until then plus the grace.
-    pub stop_deadline: Cell<Option<Instant>>,
-    /// Sessions alive on this shard.
-    pub sessions: Cell<usize>,
-    /// State shared with the other shards: queues, segment counts, the delivery log.
-    pub shared: Arc<Shared>,
-    /// Jobs this shard deferred, until their retry time.
-    pub deferred: RefCell<Deferred>,
-    /// This shard's maps of segment files, for reading content to deliver.
-    pub reader: SegmentReader,
-    /// This shard's DNS resolver and cache.
-    pub resolver: Resolver,
-    /// Delivery work on this shard: connections open and transactions being settled.
-    pub attempts: Cell<usize>,
-    /// Finished messages whose records wait to be killed together
-    /// (`outcome::settle::finish_pending`).
-    pub finishing: RefCell<Vec<crate::queue::message::Finish>>,
-    /// Delivery connections open on this shard, per domain (for a fair share of each
-    /// domain's limit across shards).
-    pub domain_connections: RefCell<HashMap<String, u32>>,
-    /// How many shards run.
-    pub shard_count: u32,
-    /// TLS for listeners that offer it (from `[tls]`), and the generation of the shared
-    /// configuration it was built from.
-    tls: RefCell<(u64, Option<futures_rustls::TlsAcceptor>)>,
-    /// TLS for delivery (STARTTLS as client).
-    pub tls_out: crate::deliver::client::tls::TlsClients,
-    /// Delivery log lines waiting for the shard's next append.
-    log_lines: LogBuffer,
-}
-
-impl ShardContext {
-    /// Writes one event to the delivery log (within [`log::FLUSH_INTERVAL`]).
-    pub fn log(&self, event: &LogEvent<'_>) {
-        self.log_lines.push(&self.shared.log, event);
-    }
-
-    /// Runs `work` in a task of its own, counted in [`ShardContext::attempts`] until it
-    /// ends, so that a stopping shard waits for it.
-    pub fn spawn_counted(self: &Rc<Self>, work: impl std::future::Future<Output = ()> + 'static) {
-        self.attempts.set(self.attempts.get() + 1);
-        let ctx = self.clone();
-        glommio::spawn_local(async move {
-            work.await;
-            ctx.attempts.set(ctx.attempts.get() - 1);
-        })
-        .detach();
-    }
-
-    /// Whether a client at `ip` may relay to any domain.
-    pub fn may_relay(&self, ip: IpAddr) -> bool {
-        crate::accept::limits::in_networks(&self.relay_networks, ip)
-    }
-
-    /// The acceptor for a TLS handshake starting now: rebuilt when SIGHUP has loaded a
-    /// new certificate since the last one, so handshakes already done keep theirs.
-    pub fn tls_acceptor(&self) -> Option<futures_rustls::TlsAcceptor> {
-        let generation = self.shared.tls_generation();
-        let mut tls = self.tls.borrow_mut();
-        if tls.0 != generation {
-            // The generation is read first: a reload in between only means one more rebuild.
-            *tls = (generation, self.shared.tls_config().map(Into::into));
-        }
-        tls.1.clone()
-    }
-}
-
-impl Drop for ShardContext {
-    /// The last lines: sessions and settles that outlived the stop's wait still log, and
-    /// the context goes only when the last of them has.
-    fn drop(&mut self) {
-        self.log_lines.flush(&self.shared.log);
-    }
 }
 
 /// Runs shard `id` to completion on its own thread: binds, reports the bound addresses
@@ -178,92 +96,130 @@ async fn serve(
     // (`runtime::memory`), away from the pages its traffic fills and frees.
     let (spool, committer) = long_lived(|| ShardSpool::start(id, first_seq, options))?;
     let committer = glommio::spawn_local(committer).detach();
-    let ctx = long_lived(|| -> std::io::Result<Rc<ShardContext>> {
-        Ok(Rc::new(ShardContext {
-            id,
-            spool,
-            session: Arc::new(SessionConfig {
-                hostname: config.hostname.clone(),
-                max_message_size: config.limits.max_message_size.0 as usize,
-                max_recipients: config.limits.max_recipients,
-                max_errors: config.limits.max_errors,
-                max_messages_per_session: config.limits.max_messages_per_connection,
-                max_recipients_per_session: config.limits.max_recipients_per_connection,
-                relay_domains: config.relay.domains.clone(),
-                body_canons: shared.body_canons(),
-            }),
-            timeouts: config.timeouts.clone(),
-            relay_networks: config.relay.networks.clone(),
-            stop: ShardStop::default(),
-            stop_deadline: Cell::new(None),
-            sessions: Cell::new(0),
-            shared,
-            deferred: RefCell::new(deferred),
-            reader: SegmentReader::new(config.spool.path.clone()),
-            resolver: Resolver::new(nameservers(&config), DNS_TIMEOUT),
-            attempts: Cell::new(0),
-            finishing: RefCell::new(Vec::new()),
-            domain_connections: RefCell::new(HashMap::new()),
-            shard_count: config.shard_count() as u32,
-            tls: RefCell::new((0, None)),
-            tls_out: crate::deliver::client::tls::TlsClients::new(
-                config.delivery.ca_file.as_deref(),
-            )
-            .map_err(std::io::Error::other)?,
-            log_lines: LogBuffer::default(),
-        }))
-    })?;
-    let log_flusher = glommio::spawn_local(flush_log(Rc::downgrade(&ctx))).detach();
+    let stop = Rc::new(ShardStop::default());
+    let wired = long_lived(|| wire(id, &shared, spool, deferred, stop.clone()))?;
+    let log_flusher =
+        glommio::spawn_local(ShardLog::flush_every(Rc::downgrade(&wired.log))).detach();
     let mut bound = Vec::new();
     let mut accepting = Vec::new();
     for l in &config.listeners {
         let listener = listener::bind(l.address)?;
         bound.push(listener.local_addr()?);
+        let acceptor = wired.acceptor.clone();
         accepting.push(
-            glommio::spawn_local(listener::accept_loop(listener, ctx.clone(), l.clone())).detach(),
+            glommio::spawn_local(listener::accept_loop(listener, acceptor, l.clone())).detach(),
         );
     }
     let _ = ready.send(Ok(bound));
-    let scheduler = glommio::spawn_local(scheduler::run(ctx.clone())).detach();
+    let dispatcher = glommio::spawn_local(dispatch::run(wired.qmgr.clone())).detach();
 
-    ctx.stop.watch(flag).await;
-    let grace = config.timeouts.shutdown_grace;
-    ctx.stop_deadline.set(Some(Instant::now() + grace));
+    stop.watch(flag, config.timeouts.shutdown_grace).await;
     for task in accepting {
         task.await;
     }
-    // Sessions end themselves: idle ones at once, ones in DATA by the deadline. The extra
-    // second covers writing their last reply.
-    scheduler.await;
-    let give_up = Instant::now() + grace + Duration::from_secs(1);
-    while (ctx.sessions.get() > 0 || ctx.attempts.get() > 0) && Instant::now() < give_up {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
-    }
-    // Settles that ended after the scheduler's last look left finishes waiting.
-    crate::outcome::settle::finish_pending(&ctx).await;
+    dispatcher.await;
+    // Sessions end themselves: idle ones at once, ones in DATA by the deadline; delivery
+    // connections finish their transaction or are dropped at the deadline. The extra
+    // second covers writing their last reply and settling their last report.
+    let give_up = stop.deadline().unwrap_or_else(Instant::now) + Duration::from_secs(1);
+    let sessions = wired.acceptor.sessions.clone();
+    let delivery = wired.qmgr.tasks.clone();
+    future::zip(sessions.drained(give_up), delivery.drained(give_up)).await;
+    // Settles that ended after the dispatcher's last look left finishes waiting.
+    wired.qmgr.finish_pending().await;
     log_flusher.cancel();
-    if ctx.sessions.get() > 0 {
+    if sessions.alive() > 0 {
         tracing::warn!(
             shard = id,
-            sessions = ctx.sessions.get(),
+            sessions = sessions.alive(),
             "sessions still open at stop"
         );
     }
     // The committer ends once every handle on the spool is gone (sessions end by the
     // deadline: their reads race it) and its last batch is durable.
-    drop(ctx);
+    drop(wired);
     if let Some(()) = committer.await {
         tracing::debug!(shard = id, "spool closed");
     }
     Ok(())
 }
 
-/// Appends the shard's gathered log lines every [`log::FLUSH_INTERVAL`] while the shard
-/// runs.
-async fn flush_log(ctx: Weak<ShardContext>) {
-    loop {
-        glommio::timer::sleep(log::FLUSH_INTERVAL).await;
-        let Some(ctx) = ctx.upgrade() else { return };
-        ctx.log_lines.flush(&ctx.shared.log);
-    }
+/// A shard's stages, wired: each gets the handles it uses and nothing else.
+struct Wired {
+    acceptor: Rc<Acceptor>,
+    qmgr: Rc<QueueManager>,
+    log: Rc<ShardLog>,
+}
+
+/// Builds shard `id`'s stages over `spool`: the log, the spool reader, intake, the
+/// session services and the listeners' acceptor, the delivery agents, the settler and
+/// the queue manager.
+fn wire(
+    id: u8,
+    shared: &Arc<Shared>,
+    spool: Rc<ShardSpool>,
+    deferred: Deferred,
+    stop: Rc<ShardStop>,
+) -> std::io::Result<Wired> {
+    let config = &shared.config;
+    let log = ShardLog::new(shared.log.clone());
+    let reader = Rc::new(SegmentReader::new(config.spool.path.clone()));
+    let relay_networks: Arc<[IpNet]> = config.relay.networks.clone().into();
+    let intake = Rc::new(Intake {
+        hostname: config.hostname.clone(),
+        spool: spool.clone(),
+        signers: shared.signers.clone(),
+        relay_networks: relay_networks.clone(),
+        queues: shared.queues.clone(),
+        log: log.clone(),
+    });
+    let services = Rc::new(Services {
+        config: Arc::new(SessionConfig {
+            hostname: config.hostname.clone(),
+            max_message_size: config.limits.max_message_size.0 as usize,
+            max_recipients: config.limits.max_recipients,
+            max_errors: config.limits.max_errors,
+            max_messages_per_session: config.limits.max_messages_per_connection,
+            max_recipients_per_session: config.limits.max_recipients_per_connection,
+            relay_domains: config.relay.domains.clone(),
+            body_canons: shared.signers.body_canons(),
+        }),
+        timeouts: config.timeouts.clone(),
+        stop: stop.clone(),
+        tls: Acceptors::new(shared.tls.clone()),
+        auth: shared.auth.clone(),
+        intake,
+    });
+    let acceptor = Rc::new(Acceptor {
+        admission: shared.admission.clone(),
+        relay_networks,
+        sessions: TaskCount::new(),
+        services,
+    });
+    let agents = Rc::new(Agents {
+        shard: id,
+        helo: config.hostname.clone(),
+        port: config.delivery.port,
+        max_age: config.delivery.max_age,
+        resolver: Resolver::new(nameservers(config), DNS_TIMEOUT),
+        tls: TlsClients::new(config.delivery.ca_file.as_deref()).map_err(std::io::Error::other)?,
+        reader: reader.clone(),
+        queues: shared.queues.clone(),
+        stop: stop.clone(),
+    });
+    let settler = Settler {
+        spool,
+        reader,
+        segments: shared.segments.clone(),
+        queues: shared.queues.clone(),
+        log: log.clone(),
+        delivery: config.delivery.clone(),
+        hostname: config.hostname.clone(),
+    };
+    let qmgr = QueueManager::new(settler, agents, deferred, config.spool.compact_after, stop);
+    Ok(Wired {
+        acceptor,
+        qmgr,
+        log,
+    })
 }

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_listener::Event;
 
@@ -29,10 +29,14 @@ impl StopFlag {
     }
 }
 
-/// One shard's view of the stop: a flag and a wake-up for everything waiting on it.
+/// One shard's view of the stop: a flag, the deadline of the grace period, and a wake-up
+/// for everything waiting on it.
 #[derive(Debug, Default)]
 pub struct ShardStop {
     stopping: Cell<bool>,
+    /// When the stop began plus `timeouts.shutdown_grace`: sessions in DATA and
+    /// deliveries in a transaction have until then.
+    deadline: Cell<Option<Instant>>,
     event: Event,
 }
 
@@ -56,11 +60,30 @@ impl ShardStop {
         }
     }
 
-    /// Watches the process-wide flag and wakes every waiter when it is raised.
-    pub async fn watch(&self, flag: StopFlag) {
+    /// The end of the grace period, once the shard is stopping.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.get()
+    }
+
+    /// Resolves at the end of the grace period (never before the stop begins).
+    pub async fn deadline_passed(&self) {
+        self.wait().await;
+        let deadline = self.deadline.get().unwrap_or_else(Instant::now);
+        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+    }
+
+    /// Watches the process-wide flag; when it is raised, starts the grace period of
+    /// `grace` and wakes every waiter.
+    pub async fn watch(&self, flag: StopFlag, grace: Duration) {
         while !flag.is_raised() {
             glommio::timer::sleep(POLL).await;
         }
+        self.begin(grace);
+    }
+
+    /// Begins the stop now, with `grace` for work under way.
+    pub fn begin(&self, grace: Duration) {
+        self.deadline.set(Some(Instant::now() + grace));
         self.stopping.set(true);
         self.event.notify(usize::MAX);
     }

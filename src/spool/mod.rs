@@ -7,13 +7,11 @@
 //! - `recover`: listing, scanning and repairing segments.
 //! - `read`: a shard's memory maps of segments, for delivering content.
 //! - `segments`: which segments still hold live records; deleting the rest.
-//! - `compact`: copying long-deferred messages forward so old segments can go.
 //! - `replay`: every record folded into each message's state.
 //! - `inspect`: the offline view behind `pigeon queue`.
 //! - `lock`: one server per spool.
 
 pub mod commit;
-pub mod compact;
 pub mod inspect;
 pub mod location;
 pub mod lock;

@@ -1,4 +1,6 @@
-//! Compaction: copying a long-deferred message forward so its old segment can go.
+//! Compaction: copying a long-deferred message forward so its old segment can go. The
+//! spool provides the appends and kills; the queue manager decides when, because it is
+//! the one that knows a message was deferred again.
 //!
 //! Without it, one message deferred for days keeps its whole segment on disk, and with it
 //! the outcome records about it wherever they are. So when a shard defers a job whose
@@ -21,34 +23,35 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::clock::now_micros;
-use crate::outcome::settle;
+use crate::qmgr::QueueManager;
 use crate::queue::message::{Finish, Held, Move, QueuedMessage};
-use crate::runtime::shard::ShardContext;
 use crate::spool::location::Location;
 use crate::spool::read::{Content, SegmentReader};
 use crate::spool::record::{decode, encode_settled, Record};
 use crate::spool::segments::Segments;
 
 /// Starts copying `message` forward if it qualifies (see the module docs). Called by the
-/// shard that has just deferred one of its jobs; the copy runs as a task of its own, so
-/// the attempt does not wait for it.
-pub fn after_deferral(ctx: &Rc<ShardContext>, message: &Arc<QueuedMessage>) {
-    let age = ctx.shared.config.spool.compact_after.as_micros() as u64;
-    let segments = &ctx.shared.segments;
+/// queue manager that has just deferred one of its jobs; the copy runs as a counted task
+/// of its own, so the settle does not wait for it.
+pub fn after_deferral(qm: &Rc<QueueManager>, message: &Arc<QueuedMessage>) {
+    let age = qm.compact_after.as_micros() as u64;
+    let segments = &qm.settler.segments;
     let written_before = now_micros().saturating_sub(age);
     let Some(mv) = message.begin_move(written_before, |s| segments.is_sealed(s)) else {
         return;
     };
-    glommio::spawn_local(copy_forward(ctx.clone(), message.clone(), mv)).detach();
+    qm.tasks
+        .spawn(copy_forward(qm.clone(), message.clone(), mv));
 }
 
-async fn copy_forward(ctx: Rc<ShardContext>, message: Arc<QueuedMessage>, mv: Move) {
-    let frame = match read_frame(&ctx.reader, &message, &mv) {
+async fn copy_forward(qm: Rc<QueueManager>, message: Arc<QueuedMessage>, mv: Move) {
+    let spool = &qm.settler.spool;
+    let frame = match read_frame(&qm.settler.reader, &message, &mv) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(id = %message.id, error = %e, "cannot read a record to copy forward");
             if let Some(f) = message.move_failed(mv.before) {
-                settle::finish(&ctx, f);
+                qm.finish(f);
             }
             return;
         }
@@ -58,10 +61,10 @@ async fn copy_forward(ctx: Rc<ShardContext>, message: Arc<QueuedMessage>, mv: Mo
         encode_settled(message.id, &mv.states),
     ];
     drop(frame);
-    let Ok(at) = ctx.spool.append(parts, 2).await else {
+    let Ok(at) = spool.append(parts, 2).await else {
         // The spool is closing and wrote nothing: the message stays where it was.
         if let Some(f) = message.move_failed(mv.before) {
-            settle::finish(&ctx, f);
+            qm.finish(f);
         }
         return;
     };
@@ -70,14 +73,14 @@ async fn copy_forward(ctx: Rc<ShardContext>, message: Arc<QueuedMessage>, mv: Mo
         segment: mv.from,
         offset: mv.offset,
     };
-    if ctx.spool.kill(vec![old]).await.is_err() {
+    if spool.kill(vec![old]).await.is_err() {
         // Closing: both copies stay live. The move stays marked as under way, so nobody
         // releases anything of this message from now on; the next start keeps one copy,
         // kills the other, and counts every outcome record.
         return;
     }
-    if let Some(f) = land(&ctx.shared.segments, &message, old, mv.before) {
-        settle::finish(&ctx, f);
+    if let Some(f) = land(&qm.settler.segments, &message, old, mv.before) {
+        qm.finish(f);
     }
     tracing::debug!(
         id = %message.id,
@@ -109,24 +112,10 @@ fn read_frame(reader: &SegmentReader, message: &QueuedMessage, mv: &Move) -> io:
     }
 }
 
-/// The content of `message` for delivery. A copy forward may move it and delete the old
-/// segment between reading its location and mapping the file; its location has changed by
-/// then (it is updated before the old record is killed), so a failed read is retried
-/// once at the new place.
-pub fn read_content(reader: &SegmentReader, message: &QueuedMessage) -> io::Result<Content> {
-    let (segment, offset) = message.location();
-    match reader.content(segment, offset) {
-        Err(_) if message.location() != (segment, offset) => {
-            let (segment, offset) = message.location();
-            reader.content(segment, offset)
-        }
-        read => read,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::message::NewMessage;
     use crate::spool::location::segment_path;
     use crate::spool::location::SegmentKey;
     use crate::spool::record::{MessageId, OutcomeKind};
@@ -149,18 +138,20 @@ mod tests {
         let segments = Segments::new(dir.path().to_owned());
         // S: the message and one other live record.
         segments.add(S, 2);
-        let m = QueuedMessage::new(
-            MessageId::new(1, 0, 1),
-            S,
-            16,
-            0,
-            String::new(),
-            ["a@a.test", "b@b.test"],
-            false,
-            false,
-            10,
-            vec![0, 0],
-        );
+        let m = QueuedMessage::new(NewMessage {
+            id: MessageId::new(1, 0, 1),
+            record: Location {
+                segment: S,
+                offset: 16,
+            },
+            received_micros: 0,
+            sender: String::new(),
+            recipients: ["a@a.test", "b@b.test"],
+            smtputf8: false,
+            eight_bit: false,
+            size: 10,
+            states: vec![0, 0],
+        });
         segments.add(O, 1);
         assert!(m.outcomes_coming(&[0]).is_none());
         assert!(m
