@@ -15,7 +15,7 @@ use futures_lite::future;
 use crate::clock::now_micros;
 use crate::config::DomainPolicy;
 use crate::deliver::client::driver::{Connection, TlsUse};
-use crate::deliver::client::state::Envelope;
+use crate::deliver::client::envelope::Envelope;
 use crate::deliver::route::next_hops;
 use crate::outcome::settle::{expire, settle};
 use crate::queue::message::Job;
