@@ -11,7 +11,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pigeon::deliver::client::state::{Client, ClientConfig, ClientEvent, Envelope};
+use pigeon::deliver::client::envelope::Envelope;
+use pigeon::deliver::client::machine::{Client, ClientConfig, ClientEvent};
 use pigeon::session::state::{Event, Session, SessionConfig};
 use pigeon::smtp::envelope::Envelope as Stored;
 use pigeon::smtp::{Enhanced, Reply};

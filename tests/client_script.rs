@@ -2,9 +2,10 @@
 //! so each test can play a server pigeon's own would never be (no EHLO, no PIPELINING,
 //! garbage, 421 at odd moments), and check the client's output one step at a time.
 
-use pigeon::deliver::client::state::{
-    Client, ClientConfig, ClientEvent, Envelope, Extensions, Wait,
-};
+use pigeon::deliver::client::envelope::Envelope;
+use pigeon::deliver::client::extensions::Extensions;
+use pigeon::deliver::client::machine::{Client, ClientConfig, ClientEvent};
+use pigeon::deliver::client::waits::Wait;
 use pigeon::smtp::{Enhanced, Reply};
 
 /// A client and what it wrote, driven by hand.

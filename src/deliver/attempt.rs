@@ -16,7 +16,7 @@ use crate::clock::now_micros;
 use crate::config::DomainPolicy;
 use crate::deliver::agent::Agents;
 use crate::deliver::client::driver::{Connection, TlsUse};
-use crate::deliver::client::state::Envelope;
+use crate::deliver::client::envelope::Envelope;
 use crate::deliver::report::{AttemptReport, Reporter};
 use crate::deliver::route::next_hops;
 use crate::queue::content::read_content;

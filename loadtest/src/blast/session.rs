@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use futures_rustls::client::TlsStream;
 use glommio::net::TcpStream;
-use pigeon::deliver::client::state::Extensions;
+use pigeon::deliver::client::extensions::Extensions;
 use pigeon::smtp::reply::Reply;
 use pigeon::smtp::response::parse_reply;
 

@@ -12,10 +12,10 @@ use futures_rustls::TlsConnector;
 use glommio::net::TcpStream;
 
 use crate::config::TlsPolicy;
-use crate::deliver::client::state::{
-    Client, ClientConfig, ClientEvent, Envelope, StartTls, DATA_BLOCK_TIMEOUT,
-};
+use crate::deliver::client::envelope::Envelope;
+use crate::deliver::client::machine::{Client, ClientConfig, ClientEvent, StartTls};
 use crate::deliver::client::tls::{server_name, version_name, TlsClients};
+use crate::deliver::client::waits::DATA_BLOCK_TIMEOUT;
 use crate::smtp::reply::{Enhanced, Reply};
 
 /// RFC 5321 does not give a connect timeout; 30 s is Postfix's `smtp_connect_timeout`.

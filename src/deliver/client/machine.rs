@@ -44,23 +44,23 @@
 //! [`ClientEvent::TransactionDone`] (or, when the session fails, its own
 //! [`ClientEvent::Failed`]).
 //!
-//! What the client refuses to do itself, before sending anything: a message over the
-//! server's SIZE (RFC 1870 §6.1, 552 5.3.4), 8-bit content to a server without 8BITMIME
-//! (554 5.6.3: pigeon does not downgrade to 7 bit, RFC 6152 §3 lets it return the message
-//! instead), and an internationalised message to a server without SMTPUTF8 (553 5.6.7, RFC
-//! 6531 §3.2).
+//! What the client refuses to do itself, before sending anything (a message too large for
+//! the server, or needing 8BITMIME or SMTPUTF8 it does not offer) is decided from the
+//! [`Envelope`] alone: see [`super::envelope`]. The machine here keeps the dialogue in step
+//! (its reply side is in `replies`); [`super::waits`] says what each reply answers, and the
+//! `transaction` module keeps each transaction's replies and results.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::io::Write;
-use std::time::Duration;
 
+use crate::deliver::client::envelope::Envelope;
+use crate::deliver::client::extensions::Extensions;
+use crate::deliver::client::transaction::Transaction;
+use crate::deliver::client::waits::{Step, Wait};
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::smtp::response::parse_reply;
 
-/// How long the driver waits when writing one block of content: RFC 5321 §4.5.3.2.5 gives
-/// 3 minutes per write. The content write is the driver's, so it has no [`Wait`].
-pub const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(3 * 60);
+mod replies;
 
 /// Who the client says it is, and whether it asks for TLS.
 #[derive(Clone, Debug, Default)]
@@ -82,80 +82,6 @@ pub enum StartTls {
     IfOffered,
     /// Send STARTTLS; fail the session (4.7.4) when it is not offered or is refused.
     Required,
-}
-
-/// One message and the recipients to give it in one transaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Envelope {
-    /// The reverse-path without angle brackets; `""` for the null sender `<>`.
-    pub sender: String,
-    /// The forward-paths without angle brackets. Results refer to them by index.
-    pub recipients: Vec<String>,
-    /// The content's size in octets, for SIZE (RFC 1870). The spool's wire form length is
-    /// fine: it is a little more than the unstuffed size, and RFC 1870 §3 asks for an
-    /// estimate that does not understate.
-    pub size: u64,
-    /// The content has octets above 127: it needs BODY=8BITMIME (RFC 6152).
-    pub needs_8bit: bool,
-    /// The message needs SMTPUTF8 (RFC 6531). Non-ASCII in an address implies it anyway.
-    pub needs_smtputf8: bool,
-    /// DSN parameters for MAIL (`RET=… ENVID=…`), passed on when the server offers DSN.
-    pub mail_dsn: String,
-    /// DSN parameters for each RCPT (`NOTIFY=… ORCPT=…`), passed on likewise; empty when
-    /// none (or shorter than `recipients`).
-    pub rcpt_dsn: Vec<String>,
-}
-
-/// The service extensions the server offered in its EHLO reply (RFC 5321 §4.1.1.1). After a
-/// HELO fallback, none.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Extensions {
-    /// PIPELINING (RFC 2920).
-    pub pipelining: bool,
-    /// SIZE (RFC 1870): `Some(limit)` when offered, `Some(0)` when offered without a fixed
-    /// limit (RFC 1870 §4 gives `SIZE` and `SIZE 0` that meaning).
-    pub size: Option<u64>,
-    /// 8BITMIME (RFC 6152).
-    pub eight_bit_mime: bool,
-    /// SMTPUTF8 (RFC 6531).
-    pub smtputf8: bool,
-    /// STARTTLS (RFC 3207).
-    pub starttls: bool,
-    /// CHUNKING (RFC 3030).
-    pub chunking: bool,
-    /// ENHANCEDSTATUSCODES (RFC 2034).
-    pub enhanced_status_codes: bool,
-    /// DSN (RFC 3461): the server takes over delivery status notification.
-    pub dsn: bool,
-}
-
-impl Extensions {
-    /// Reads the extensions from a 2xx EHLO reply: every line after the first is an
-    /// `ehlo-line`, a keyword and optional parameters, compared case-insensitively
-    /// (RFC 5321 §4.1.1.1, §2.4). Unknown keywords are ignored.
-    pub fn from_ehlo(reply: &Reply) -> Extensions {
-        let mut ext = Extensions::default();
-        for line in reply.lines.iter().skip(1) {
-            let mut words = line.split_ascii_whitespace();
-            let Some(keyword) = words.next() else {
-                continue;
-            };
-            match keyword.to_ascii_uppercase().as_str() {
-                "PIPELINING" => ext.pipelining = true,
-                // An unreadable limit is taken as "no fixed limit": the server still has
-                // the last word, with 552 after MAIL or after the content.
-                "SIZE" => ext.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
-                "8BITMIME" => ext.eight_bit_mime = true,
-                "SMTPUTF8" => ext.smtputf8 = true,
-                "STARTTLS" => ext.starttls = true,
-                "CHUNKING" => ext.chunking = true,
-                "ENHANCEDSTATUSCODES" => ext.enhanced_status_codes = true,
-                "DSN" => ext.dsn = true,
-                _ => {}
-            }
-        }
-        ext
-    }
 }
 
 /// What the driver must act on.
@@ -199,85 +125,6 @@ pub enum ClientEvent {
     Closed,
 }
 
-/// Which RFC 5321 §4.5.3.2 timeout applies to the reply the client waits for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wait {
-    /// The 220 greeting (§4.5.3.2.1: 5 minutes).
-    Greeting,
-    /// The EHLO or HELO reply (not named by the RFC; 5 minutes like MAIL).
-    Ehlo,
-    /// The STARTTLS reply (not named by RFC 3207; 5 minutes like MAIL).
-    StartTls,
-    /// The MAIL reply (§4.5.3.2.2: 5 minutes).
-    Mail,
-    /// A RCPT reply (§4.5.3.2.3: 5 minutes).
-    Rcpt,
-    /// The reply to DATA (§4.5.3.2.4: 2 minutes).
-    DataInit,
-    /// The reply after the content's final dot (§4.5.3.2.6: 10 minutes; the server may be
-    /// scanning or storing the message).
-    DataTermination,
-    /// The RSET reply (not named by the RFC; 5 minutes).
-    Rset,
-    /// The QUIT reply (not named by the RFC; 5 minutes).
-    Quit,
-}
-
-impl Wait {
-    /// The RFC 5321 §4.5.3.2 timeout for this wait, the driver's default.
-    pub fn default_timeout(self) -> Duration {
-        let minutes = match self {
-            Wait::DataInit => 2,
-            Wait::DataTermination => 10,
-            Wait::Greeting
-            | Wait::Ehlo
-            | Wait::StartTls
-            | Wait::Mail
-            | Wait::Rcpt
-            | Wait::Rset
-            | Wait::Quit => 5,
-        };
-        Duration::from_secs(minutes * 60)
-    }
-}
-
-impl fmt::Display for Wait {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Wait::Greeting => "greeting",
-            Wait::Ehlo => "EHLO reply",
-            Wait::StartTls => "STARTTLS reply",
-            Wait::Mail => "MAIL reply",
-            Wait::Rcpt => "RCPT reply",
-            Wait::DataInit => "DATA reply",
-            Wait::DataTermination => "reply to end of data",
-            Wait::Rset => "RSET reply",
-            Wait::Quit => "QUIT reply",
-        })
-    }
-}
-
-/// A command sent (or, for the greeting, a reply due without one): what the next reply
-/// answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
-    Greeting,
-    Ehlo,
-    Helo,
-    StartTls,
-    Rset,
-    Mail,
-    /// The RCPT for this recipient index.
-    Rcpt(usize),
-    Data,
-    /// The content's final `.`, whether the driver sent it after the content or we sent it
-    /// alone to close a DATA nobody should have accepted.
-    Dot,
-    /// `BDAT n LAST` with the whole content (RFC 3030): its reply is the final one.
-    Bdat,
-    Quit,
-}
-
 /// Where the session is, from the driver's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -295,31 +142,6 @@ enum Phase {
     /// QUIT sent; any reply, or the end of the stream, closes.
     Quitting,
     Closed,
-}
-
-#[derive(Debug)]
-struct Transaction {
-    envelope: Envelope,
-    /// ESMTP parameters for MAIL, with a leading space each.
-    mail_params: String,
-    /// Per recipient: the reply that refused it, if any (set locally for an address we
-    /// will not write, see [`is_safe_path`]).
-    refusals: Vec<Option<Reply>>,
-    /// RCPT commands planned, and how many of them were answered / accepted.
-    rcpts: usize,
-    answered: usize,
-    accepted: usize,
-    /// The sender was refused: every recipient gets this reply.
-    mail_refused: Option<Reply>,
-    /// Written behind other transactions still in flight (after an RSET of its own).
-    behind: bool,
-}
-
-impl Transaction {
-    /// Nobody will receive content in this transaction (RFC 2920 §3.1: do not send it).
-    fn is_hopeless(&self) -> bool {
-        self.mail_refused.is_some() || (self.answered == self.rcpts && self.accepted == 0)
-    }
 }
 
 /// One SMTP client session. See the module docs for the call order.
@@ -488,58 +310,35 @@ impl Client {
                 )
             }
         }
-        let n = envelope.recipients.len();
-        if let Some(reply) = self.refuse_locally(&envelope) {
-            let results = (0..n).map(|i| (i, reply.clone())).collect();
-            self.events
-                .push_back(ClientEvent::TransactionDone { results });
-            return;
-        }
-        // Addresses go into command lines verbatim: one with a CR or LF would inject
-        // commands, so it is refused here (defence in depth; the spool only holds parsed
-        // addresses).
-        let refusals: Vec<Option<Reply>> = envelope
-            .recipients
-            .iter()
-            .map(|r| {
-                (!is_safe_path(r))
-                    .then(|| Reply::new(501, Enhanced(5, 1, 3), "Recipient address not writable"))
-            })
-            .collect();
-        let rcpts: Vec<usize> = (0..n).filter(|&i| refusals[i].is_none()).collect();
-        if rcpts.is_empty() {
-            let results = refusals
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, r)| Some((i, r?)))
+        if let Some(reply) = envelope.local_refusal(&self.extensions) {
+            let results = (0..envelope.recipients.len())
+                .map(|i| (i, reply.clone()))
                 .collect();
             self.events
                 .push_back(ClientEvent::TransactionDone { results });
             return;
         }
-        let mail_params = self.mail_params(&envelope);
+        let refusals = envelope.recipient_refusals();
+        let mail_params = envelope.mail_params(&self.extensions);
+        let behind = !self.txns.is_empty();
+        let txn = Transaction::new(envelope, mail_params, refusals, behind);
+        if txn.has_no_rcpt() {
+            // Every recipient was refused before sending: nothing goes out.
+            let results = txn.results(None);
+            self.events
+                .push_back(ClientEvent::TransactionDone { results });
+            return;
+        }
         // Behind transactions whose outcome is not known yet, RSET first: a refused BDAT may
         // leave the server mid-transaction (RFC 3030 does not say it ends one), and the
         // MAIL after it would get 503. After a finished transaction RSET is a no-op
         // (RFC 5321 §4.1.1.5), and pipelined it costs no round trip.
-        let behind = !self.txns.is_empty();
         if self.needs_rset || behind {
             self.unsent.push_back(Step::Rset);
             self.needs_rset = false;
         }
-        self.unsent.push_back(Step::Mail);
-        self.unsent.extend(rcpts.iter().map(|&i| Step::Rcpt(i)));
-        self.unsent.push_back(Step::Data);
-        self.txns.push_back(Transaction {
-            envelope,
-            mail_params,
-            refusals,
-            rcpts: rcpts.len(),
-            answered: 0,
-            accepted: 0,
-            mail_refused: None,
-            behind,
-        });
+        self.unsent.extend(txn.commands());
+        self.txns.push_back(txn);
         self.phase = Phase::Transaction;
         if let Some(size) = chunk {
             // With PIPELINING (required here) every command goes out now; the BDAT line is
@@ -642,19 +441,7 @@ impl Client {
     /// ([`Wait::default_timeout`]); `None` when it waits for nothing from the server
     /// (between transactions, while the driver writes content, after close).
     pub fn waiting_for(&self) -> Option<Wait> {
-        Some(match self.expected.front()? {
-            Step::Greeting => Wait::Greeting,
-            Step::Ehlo | Step::Helo => Wait::Ehlo,
-            Step::StartTls => Wait::StartTls,
-            Step::Rset => Wait::Rset,
-            Step::Mail => Wait::Mail,
-            Step::Rcpt(_) => Wait::Rcpt,
-            Step::Data => Wait::DataInit,
-            // RFC 3030 names no timeout; the server stores the message before answering,
-            // as after the final dot.
-            Step::Dot | Step::Bdat => Wait::DataTermination,
-            Step::Quit => Wait::Quit,
-        })
+        self.expected.front().map(|step| step.wait())
     }
 
     /// What the server offered in its EHLO reply (nothing before it, or after HELO).
@@ -670,257 +457,6 @@ impl Client {
     /// True once [`ClientEvent::Closed`] has been emitted.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
-    }
-
-    fn handle_reply(&mut self, reply: Reply) {
-        let step = self.expected.pop_front();
-        // RFC 5321 §3.8: a server that must shut down answers any command with 421 and
-        // closes; it may also send it unprompted. Only QUIT's reply is harmless.
-        if reply.code == 421 && step != Some(Step::Quit) {
-            return self.fail(reply);
-        }
-        let Some(step) = step else {
-            return self.fail(unexpected(&reply));
-        };
-        let class = reply.code / 100;
-        match step {
-            Step::Greeting if class == 2 => self.send(Step::Ehlo),
-            Step::Ehlo if class == 2 => self.greeted(Extensions::from_ehlo(&reply)),
-            // RFC 5321 §3.2: a server that does not know EHLO answers 5xx; fall back.
-            Step::Ehlo if class == 5 => self.send(Step::Helo),
-            Step::Helo if class == 2 => self.greeted(Extensions::default()),
-            Step::StartTls if class == 2 => {
-                self.phase = Phase::Handshake;
-                self.events.push_back(ClientEvent::StartTls);
-            }
-            // RFC 3207 §4: after a refusal the session goes on in plain text, if allowed.
-            Step::StartTls if class == 4 || class == 5 => {
-                if self.config.starttls == StartTls::Required {
-                    self.tls_unavailable(format!(
-                        "TLS is required, but STARTTLS was refused (\"{reply}\")"
-                    ));
-                } else {
-                    let extensions = std::mem::take(&mut self.extensions);
-                    self.ready(extensions);
-                }
-            }
-            Step::StartTls => self.fail(unexpected(&reply)),
-            // RFC 5321 §3.1: after a refused greeting the server still waits for QUIT; the
-            // same courtesy after a refused EHLO/HELO.
-            Step::Greeting | Step::Ehlo | Step::Helo => self.refused(reply),
-            Step::Rset if class == 2 => {}
-            Step::Rset => self.fail(unexpected(&reply)),
-            Step::Mail => self.handle_mail(reply),
-            Step::Rcpt(i) => self.handle_rcpt(i, reply),
-            Step::Data => self.handle_data(reply),
-            Step::Dot | Step::Bdat => self.handle_dot(reply),
-            Step::Quit => self.close(),
-        }
-        self.write_unsent();
-    }
-
-    fn handle_mail(&mut self, reply: Reply) {
-        // Invariant: MAIL is only sent inside a transaction, which lives until its last
-        // reply.
-        let txn = self
-            .txns
-            .front_mut()
-            .expect("MAIL reply without transaction");
-        match reply.code / 100 {
-            2 => {}
-            // "Bad sequence" to a MAIL pipelined behind other transactions (after its own
-            // RSET) says the server lost track of the batch, nothing about the sender: try
-            // again later rather than bounce.
-            5 if reply.code == 503 && txn.behind => {
-                txn.mail_refused = Some(unexpected(&reply));
-                self.settle_if_hopeless();
-            }
-            4 | 5 => {
-                txn.mail_refused = Some(reply);
-                self.settle_if_hopeless();
-            }
-            _ => self.fail(unexpected(&reply)),
-        }
-    }
-
-    fn handle_rcpt(&mut self, i: usize, reply: Reply) {
-        // Invariant: as for MAIL.
-        let txn = self
-            .txns
-            .front_mut()
-            .expect("RCPT reply without transaction");
-        txn.answered += 1;
-        match reply.code / 100 {
-            // 250, and 251/252 (RFC 5321 §3.4): accepted, forwarded or not verified.
-            2 => txn.accepted += 1,
-            // After a refused MAIL, RCPT replies (503 most likely) say nothing about the
-            // recipient.
-            4 | 5 if txn.mail_refused.is_some() => {}
-            4 | 5 => txn.refusals[i] = Some(reply),
-            _ => return self.fail(unexpected(&reply)),
-        }
-        self.settle_if_hopeless();
-    }
-
-    fn handle_data(&mut self, reply: Reply) {
-        // Invariant: as for MAIL.
-        let txn = self.txns.front().expect("DATA reply without transaction");
-        match reply.code / 100 {
-            // RFC 2920 §3.1: a server that accepts DATA although no recipient was accepted
-            // gets a lone dot, which ends the (empty) content at once.
-            3 if txn.is_hopeless() => self.send(Step::Dot),
-            3 => {
-                self.phase = Phase::Content;
-                self.events.push_back(ClientEvent::SendContent);
-            }
-            // RFC 2920 §3.1: with every RCPT refused, the pipelined DATA gets 503 or 554;
-            // that reply is no recipient's result.
-            4 | 5 if txn.is_hopeless() => self.finish(None),
-            4 | 5 => self.finish(Some(reply)),
-            _ => self.fail(unexpected(&reply)),
-        }
-    }
-
-    fn handle_dot(&mut self, reply: Reply) {
-        // Invariant: as for MAIL.
-        let txn = self.txns.front().expect("final reply without transaction");
-        match reply.code / 100 {
-            2 | 4 | 5 if txn.is_hopeless() => self.finish(None),
-            2 | 4 | 5 => self.finish(Some(reply)),
-            _ => self.fail(unexpected(&reply)),
-        }
-    }
-
-    /// Once nobody can receive the content, the commands not yet written are pointless;
-    /// with nothing else in flight the transaction is over. (With PIPELINING they were all
-    /// written, and it ends at the DATA reply instead.)
-    fn settle_if_hopeless(&mut self) {
-        let Some(txn) = self.txns.front() else { return };
-        if txn.is_hopeless() && self.phase == Phase::Transaction {
-            self.unsent.clear();
-            if self.expected.is_empty() {
-                self.finish(None);
-            }
-        }
-    }
-
-    /// Ends the transaction with `last`, the reply to DATA or to the content when someone
-    /// was meant to receive it, and reports one result per recipient.
-    fn finish(&mut self, last: Option<Reply>) {
-        // Invariant: finish is only reached from replies to a transaction's commands.
-        let txn = self.txns.pop_front().expect("finish without transaction");
-        // RFC 5321 §4.1.1.4: the end of the content ends the transaction whatever the
-        // reply; RSET anyway after anything but success, as it costs nothing pipelined and
-        // guards against servers that keep state after a failure.
-        self.needs_rset = last.as_ref().is_none_or(|r| r.code / 100 != 2);
-        let results = txn
-            .refusals
-            .into_iter()
-            .enumerate()
-            .map(|(i, refusal)| {
-                let reply = match (&txn.mail_refused, refusal, &last) {
-                    (Some(mail), _, _) => mail.clone(),
-                    (None, Some(refusal), _) => refusal,
-                    (None, None, Some(last)) => last.clone(),
-                    // Unreachable: `last` is None only when nobody was accepted.
-                    (None, None, None) => {
-                        debug_assert!(false, "accepted recipient without a final reply");
-                        Reply::new(451, Enhanced(4, 5, 0), "No final reply")
-                    }
-                };
-                (i, reply)
-            })
-            .collect();
-        if self.txns.is_empty() {
-            self.phase = Phase::Idle;
-        }
-        self.events
-            .push_back(ClientEvent::TransactionDone { results });
-    }
-
-    /// The reply every recipient gets when the server cannot take this message as it is,
-    /// decided before anything is sent.
-    fn refuse_locally(&self, envelope: &Envelope) -> Option<Reply> {
-        let ext = &self.extensions;
-        if !is_safe_path(&envelope.sender) {
-            return Some(Reply::new(
-                501,
-                Enhanced(5, 1, 7),
-                "Sender address not writable",
-            ));
-        }
-        if needs_smtputf8(envelope) && !ext.smtputf8 {
-            return Some(Reply::new(
-                553,
-                Enhanced(5, 6, 7),
-                "Message needs SMTPUTF8, which the server does not offer",
-            ));
-        }
-        if envelope.needs_8bit && !ext.eight_bit_mime {
-            // No downgrade to 7 bit (RFC 6152 §3 allows returning the message instead):
-            // re-encoding would break DKIM signatures made at acceptance.
-            return Some(Reply::new(
-                554,
-                Enhanced(5, 6, 3),
-                "Conversion required but not supported: the server does not offer 8BITMIME",
-            ));
-        }
-        match ext.size {
-            Some(limit) if limit > 0 && envelope.size > limit => Some(Reply::new(
-                552,
-                Enhanced(5, 3, 4),
-                format!("Message size exceeds the server's fixed limit of {limit} octets"),
-            )),
-            _ => None,
-        }
-    }
-
-    /// The ESMTP parameters of MAIL for this envelope and this server.
-    fn mail_params(&self, envelope: &Envelope) -> String {
-        let mut params = String::new();
-        if self.extensions.size.is_some() {
-            params.push_str(&format!(" SIZE={}", envelope.size));
-        }
-        if envelope.needs_8bit {
-            params.push_str(" BODY=8BITMIME");
-        }
-        if needs_smtputf8(envelope) {
-            params.push_str(" SMTPUTF8");
-        }
-        if self.extensions.dsn && !envelope.mail_dsn.is_empty() {
-            params.push(' ');
-            params.push_str(&envelope.mail_dsn);
-        }
-        params
-    }
-
-    /// EHLO or HELO answered: STARTTLS next if offered and wanted, else ready.
-    fn greeted(&mut self, extensions: Extensions) {
-        if self.tls_active || self.config.starttls == StartTls::Never {
-            return self.ready(extensions);
-        }
-        if extensions.starttls {
-            // Kept for a refused STARTTLS: the session then goes on with them.
-            self.extensions = extensions;
-            return self.send(Step::StartTls);
-        }
-        match self.config.starttls {
-            StartTls::Required => {
-                self.tls_unavailable("TLS is required, but was not offered".to_string())
-            }
-            _ => self.ready(extensions),
-        }
-    }
-
-    /// TLS is required and cannot be had from this server: report 451 4.7.4 and say QUIT.
-    fn tls_unavailable(&mut self, text: String) {
-        self.refused(Reply::new(451, Enhanced(4, 7, 4), text));
-    }
-
-    fn ready(&mut self, extensions: Extensions) {
-        self.extensions = extensions;
-        self.phase = Phase::Idle;
-        self.events.push_back(ClientEvent::Ready);
     }
 
     /// Writes the transaction's next commands: all of them with PIPELINING (RFC 2920 §3.1:
@@ -951,32 +487,15 @@ impl Client {
             }
             Step::StartTls => out.extend_from_slice(b"STARTTLS\r\n"),
             Step::Rset => out.extend_from_slice(b"RSET\r\n"),
-            Step::Mail | Step::Rcpt(_) => {
-                // Invariant: MAIL and RCPT are only queued by start_transaction, together
-                // with the transaction.
-                // The newest transaction: commands are written when it starts (or, without
-                // PIPELINING, while it is the only one).
-                let txn = self.txns.back().expect("MAIL/RCPT without transaction");
-                let (verb, path, params) = match step {
-                    Step::Rcpt(i) => {
-                        let dsn = txn.envelope.rcpt_dsn.get(i).filter(|_| self.extensions.dsn);
-                        (
-                            "RCPT TO:<",
-                            &txn.envelope.recipients[i],
-                            dsn.map_or("", |d| d.as_str()),
-                        )
-                    }
-                    _ => ("MAIL FROM:<", &txn.envelope.sender, &*txn.mail_params),
-                };
-                out.extend_from_slice(verb.as_bytes());
-                out.extend_from_slice(path.as_bytes());
-                out.push(b'>');
-                if matches!(step, Step::Rcpt(_)) && !params.is_empty() {
-                    out.push(b' ');
-                }
-                out.extend_from_slice(params.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
+            // Invariant: MAIL and RCPT are only queued by start_transaction, together with
+            // the transaction. The newest transaction: commands are written when it starts
+            // (or, without PIPELINING, while it is the only one).
+            Step::Mail => (self.txns.back())
+                .expect("MAIL without transaction")
+                .write_mail(out),
+            Step::Rcpt(i) => (self.txns.back())
+                .expect("RCPT without transaction")
+                .write_rcpt(i, self.extensions.dsn, out),
             Step::Data => out.extend_from_slice(b"DATA\r\n"),
             Step::Dot => out.extend_from_slice(b".\r\n"),
             Step::Quit => out.extend_from_slice(b"QUIT\r\n"),
@@ -988,15 +507,6 @@ impl Client {
     fn send_quit(&mut self) {
         self.phase = Phase::Quitting;
         self.send(Step::Quit);
-    }
-
-    /// The server refused to talk (greeting or EHLO/HELO): report it and say QUIT.
-    fn refused(&mut self, reply: Reply) {
-        let pending = Vec::new();
-        self.events
-            .push_back(ClientEvent::Failed { reply, pending });
-        self.expected.clear();
-        self.send_quit();
     }
 
     /// The session cannot go on: the unfinished transaction's recipients get `reply`, and
@@ -1016,7 +526,7 @@ impl Client {
         }
         // One event per transaction in flight, in order, so the driver can match them.
         for txn in std::mem::take(&mut self.txns) {
-            let pending = (0..txn.envelope.recipients.len()).collect();
+            let pending = txn.pending();
             self.events.push_back(ClientEvent::Failed {
                 reply: reply.clone(),
                 pending,
@@ -1036,28 +546,6 @@ impl Client {
         self.unsent.clear();
         self.events.push_back(ClientEvent::Closed);
     }
-}
-
-/// The 4xx for a reply that has no place in the dialogue: another attempt may go better.
-fn unexpected(reply: &Reply) -> Reply {
-    Reply::new(
-        451,
-        Enhanced(4, 5, 0),
-        format!("Unexpected reply from server: {reply}"),
-    )
-}
-
-/// True when `path` can be written between angle brackets on a command line: no control
-/// characters (RFC 5321 §4.1.2 allows none in a path), so no CR or LF to end the line early.
-fn is_safe_path(path: &str) -> bool {
-    !path.bytes().any(|b| b < 0x20 || b == 0x7f)
-}
-
-/// RFC 6531 §3.2: the message needs SMTPUTF8 when asked, or when an address is not ASCII.
-fn needs_smtputf8(envelope: &Envelope) -> bool {
-    envelope.needs_smtputf8
-        || !envelope.sender.is_ascii()
-        || envelope.recipients.iter().any(|r| !r.is_ascii())
 }
 
 #[cfg(test)]
@@ -1191,109 +679,5 @@ mod tests {
         // A late call after the end changes nothing.
         c.handle_tls_started();
         assert_eq!(c.poll_event(), None);
-    }
-
-    fn ehlo(lines: &[&'static str]) -> Reply {
-        Reply::plain(250, lines.iter().map(|&l| l.into()).collect())
-    }
-
-    #[test]
-    fn extensions_from_ehlo() {
-        let ext = Extensions::from_ehlo(&ehlo(&[
-            "mx.test Hello",
-            "pipelining",
-            "SIZE 1000",
-            "8BITMIME",
-            "SMTPUTF8",
-            "STARTTLS",
-            "CHUNKING",
-            "ENHANCEDSTATUSCODES",
-            "DSN",
-            "AUTH PLAIN",
-        ]));
-        assert_eq!(
-            ext,
-            Extensions {
-                pipelining: true,
-                size: Some(1000),
-                eight_bit_mime: true,
-                smtputf8: true,
-                starttls: true,
-                chunking: true,
-                enhanced_status_codes: true,
-                dsn: true,
-            }
-        );
-        // The first line is the server's name, never an extension.
-        assert_eq!(
-            Extensions::from_ehlo(&ehlo(&["PIPELINING"])),
-            Extensions::default()
-        );
-        assert_eq!(Extensions::from_ehlo(&ehlo(&["x", "SIZE"])).size, Some(0));
-    }
-
-    #[test]
-    fn timeouts_follow_rfc_5321() {
-        assert_eq!(Wait::Greeting.default_timeout(), Duration::from_secs(300));
-        assert_eq!(Wait::DataInit.default_timeout(), Duration::from_secs(120));
-        assert_eq!(
-            Wait::DataTermination.default_timeout(),
-            Duration::from_secs(600)
-        );
-    }
-
-    #[test]
-    fn size_without_limit_sends_the_parameter_but_refuses_nothing() {
-        let mut c = client(StartTls::Never);
-        c.handle_input(b"220 hi\r\n250-mx\r\n250 SIZE\r\n");
-        assert_eq!(c.poll_event(), Some(ClientEvent::Ready));
-        c.start_transaction(Envelope {
-            sender: "a@x.test".into(),
-            recipients: vec!["b@y.test".into()],
-            size: u64::MAX,
-            needs_8bit: false,
-            needs_smtputf8: false,
-            mail_dsn: String::new(),
-            rcpt_dsn: Vec::new(),
-        });
-        let mut out = Vec::new();
-        c.take_output(&mut out);
-        assert_eq!(
-            out,
-            format!("EHLO c.test\r\nMAIL FROM:<a@x.test> SIZE={}\r\n", u64::MAX).as_bytes()
-        );
-    }
-
-    #[test]
-    fn control_characters_in_addresses_are_never_written() {
-        let mut c = client(StartTls::Never);
-        c.handle_input(b"220 hi\r\n250-mx\r\n250 PIPELINING\r\n");
-        assert_eq!(c.poll_event(), Some(ClientEvent::Ready));
-        let mut out = Vec::new();
-        c.take_output(&mut out);
-        c.start_transaction(Envelope {
-            sender: "a@x.test".into(),
-            recipients: vec![
-                "b@y.test>\r\nRCPT TO:<evil@z.test".into(),
-                "c@y.test".into(),
-            ],
-            size: 10,
-            needs_8bit: false,
-            needs_smtputf8: false,
-            mail_dsn: String::new(),
-            rcpt_dsn: Vec::new(),
-        });
-        out.clear();
-        c.take_output(&mut out);
-        assert_eq!(
-            out,
-            b"MAIL FROM:<a@x.test>\r\nRCPT TO:<c@y.test>\r\nDATA\r\n"
-        );
-        c.handle_input(b"250 ok\r\n550 no\r\n554 no valid recipients\r\n");
-        let Some(ClientEvent::TransactionDone { results }) = c.poll_event() else {
-            panic!("no TransactionDone");
-        };
-        assert_eq!(results[0].1.code, 501);
-        assert_eq!(results[1].1.code, 550);
     }
 }
