@@ -43,9 +43,11 @@ fn envelope() -> Envelope {
         protocol: "ESMTP",
         sender: Some(parse_mailbox(b"alice.smith@sender.example", false).expect("mailbox")),
         mail_params: format!("SIZE={MESSAGE_SIZE} BODY=8BITMIME"),
+        mail_dsn: Default::default(),
         recipients: vec![Recipient {
             mailbox: parse_mailbox(b"bob@example.org", false).expect("mailbox"),
             params: String::new(),
+            dsn: Default::default(),
         }],
         smtputf8: false,
         body_hashes: Vec::new(),

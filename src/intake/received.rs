@@ -48,9 +48,11 @@ mod tests {
             protocol: "ESMTP",
             sender: None,
             mail_params: String::new(),
+            mail_dsn: Default::default(),
             recipients: vec![Recipient {
                 mailbox: parse_mailbox(b"a@b.example", false).unwrap(),
                 params: String::new(),
+                dsn: Default::default(),
             }],
             smtputf8: false,
             body_hashes: Vec::new(),

@@ -177,9 +177,11 @@ pub(crate) fn build_report(
         protocol: "LOCAL",
         sender: None,
         mail_params: String::new(),
+        mail_dsn: Default::default(),
         recipients: vec![Recipient {
             mailbox,
             params: String::new(),
+            dsn: Default::default(),
         }],
         smtputf8: !to.is_ascii(),
         body_hashes: Vec::new(),

@@ -180,24 +180,29 @@ impl QueuedMessage {
         }
     }
 
-    /// Adds the DSN parameters from the stored MAIL and RCPT parameter strings.
-    pub fn with_dsn<'a>(
-        mut self,
-        mail_params: &str,
-        rcpt_params: impl Iterator<Item = &'a str>,
-    ) -> QueuedMessage {
-        // Parsed here, where parsing's own short-lived strings belong; what is kept is
-        // copied into the long-lived heap.
-        let mail = MailDsn::from_params(mail_params);
-        let rcpt: Vec<RcptDsn> = rcpt_params.map(RcptDsn::from_params).collect();
+    /// Adds the DSN parameters: RET and ENVID, and NOTIFY and ORCPT per recipient.
+    pub fn with_dsn(mut self, mail: &MailDsn, rcpt: &[RcptDsn]) -> QueuedMessage {
         let keep = rcpt.iter().any(|r| *r != RcptDsn::default());
+        // What is kept is copied into the long-lived heap.
         long_lived(|| {
             self.mail_dsn = mail.clone();
             if keep {
-                self.rcpt_dsn = rcpt.as_slice().to_vec();
+                self.rcpt_dsn = rcpt.to_vec();
             }
         });
         self
+    }
+
+    /// Adds the DSN parameters from the MAIL and RCPT parameter strings a record keeps.
+    pub fn with_dsn_params<'a>(
+        self,
+        mail_params: &str,
+        rcpt_params: impl Iterator<Item = &'a str>,
+    ) -> QueuedMessage {
+        // Parsed here, where parsing's own short-lived strings belong.
+        let mail = MailDsn::from_params(mail_params);
+        let rcpt: Vec<RcptDsn> = rcpt_params.map(RcptDsn::from_params).collect();
+        self.with_dsn(&mail, &rcpt)
     }
 
     /// The message, shared by the jobs that will deliver it; the shared allocation goes

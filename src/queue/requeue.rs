@@ -89,7 +89,7 @@ pub fn requeue(
             size: m.size,
             states,
         })
-        .with_dsn(
+        .with_dsn_params(
             &m.mail_params,
             m.recipient_params.iter().map(String::as_str),
         )

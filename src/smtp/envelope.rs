@@ -4,14 +4,17 @@ use std::net::SocketAddr;
 
 use crate::dkim::Canonicalization;
 use crate::smtp::address::Mailbox;
+use crate::smtp::dsn::{MailDsn, RcptDsn};
 
 /// One accepted recipient.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recipient {
     /// The forward-path.
     pub mailbox: Mailbox,
-    /// Its ESMTP parameters, as sent (validated, space-separated).
+    /// Its ESMTP parameters, as sent (validated, space-separated): what the record keeps.
     pub params: String,
+    /// Its DSN parameters (NOTIFY, ORCPT), parsed once by the session.
+    pub dsn: RcptDsn,
 }
 
 /// The envelope of one message, complete when the session emits it.
@@ -26,8 +29,10 @@ pub struct Envelope {
     pub protocol: &'static str,
     /// The reverse-path; `None` for the null sender `<>`.
     pub sender: Option<Mailbox>,
-    /// The MAIL parameters, as sent (validated).
+    /// The MAIL parameters, as sent (validated): what the record keeps.
     pub mail_params: String,
+    /// The DSN parameters of MAIL (RET, ENVID), parsed once by the session.
+    pub mail_dsn: MailDsn,
     /// Accepted recipients, in the order they were given.
     pub recipients: Vec<Recipient>,
     /// The client asked for SMTPUTF8.

@@ -453,11 +453,13 @@ pub(crate) mod tests {
             protocol: "ESMTP",
             sender: Some(parse_mailbox(b"s@a.example", false).unwrap()),
             mail_params: "SIZE=10".into(),
+            mail_dsn: Default::default(),
             recipients: ["r1@b.example", "r2@c.example"]
                 .iter()
                 .map(|r| Recipient {
                     mailbox: parse_mailbox(r.as_bytes(), false).unwrap(),
                     params: String::new(),
+                    dsn: Default::default(),
                 })
                 .collect(),
             smtputf8: false,

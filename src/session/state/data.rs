@@ -190,6 +190,7 @@ impl Session {
             protocol,
             sender: txn.sender,
             mail_params: txn.mail_params,
+            mail_dsn: txn.mail_dsn,
             recipients: txn.recipients,
             smtputf8: txn.smtputf8,
             auth: self.authenticated_user().map(str::to_owned),

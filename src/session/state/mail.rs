@@ -45,6 +45,9 @@ impl Session {
             return self.reply(replies::spool_full());
         }
         let mut smtputf8 = false;
+        // The DSN parameters are read here, once, into the envelope's typed form; the raw
+        // string is kept only for the record.
+        let mut mail_dsn = dsn::MailDsn::default();
         for p in params(param_bytes) {
             if !extended {
                 return self.error(replies::bad_parameter("No parameters after HELO"));
@@ -60,8 +63,12 @@ impl Session {
                 (b"BODY", Some(v))
                     if v.eq_ignore_ascii_case(b"7BIT") || v.eq_ignore_ascii_case(b"8BITMIME") => {}
                 (b"SMTPUTF8", None) => smtputf8 = true,
-                (b"RET", Some(v)) if dsn::valid_ret(v) => {}
-                (b"ENVID", Some(v)) if dsn::valid_envid(v) => {}
+                (b"RET", Some(v)) if dsn::valid_ret(v) => {
+                    mail_dsn.ret_full = Some(v.eq_ignore_ascii_case(b"FULL"));
+                }
+                (b"ENVID", Some(v)) if dsn::valid_envid(v) => {
+                    mail_dsn.envid = Some(String::from_utf8_lossy(v).into_owned());
+                }
                 (b"RET" | b"ENVID", _) => return self.error(replies::syntax("Bad DSN parameter")),
                 _ => return self.error(replies::bad_parameter("Unsupported MAIL parameter")),
             }
@@ -85,6 +92,7 @@ impl Session {
         self.txn = Some(Transaction {
             sender,
             mail_params: String::from_utf8_lossy(param_bytes).into_owned(),
+            mail_dsn,
             smtputf8,
             recipients: Vec::new(),
             rcpt_tried: false,

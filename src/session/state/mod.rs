@@ -142,6 +142,7 @@ enum Input {
 struct Transaction {
     sender: Option<Mailbox>,
     mail_params: String,
+    mail_dsn: crate::smtp::dsn::MailDsn,
     smtputf8: bool,
     recipients: Vec<Recipient>,
     /// A RCPT was tried, accepted or not: DATA then means "no valid recipients".

@@ -19,11 +19,18 @@ impl Session {
         }
         txn.rcpt_tried = true;
         let extended = self.helo.as_ref().is_some_and(|h| h.1);
+        let mut rcpt_dsn = dsn::RcptDsn::default();
         for p in params(param_bytes) {
             let reply = match (p.keyword.to_ascii_uppercase().as_slice(), p.value) {
                 _ if !extended => replies::bad_parameter("No parameters after HELO"),
-                (b"NOTIFY", Some(v)) if dsn::Notify::parse(v).is_some() => continue,
-                (b"ORCPT", Some(v)) if dsn::valid_orcpt(v) => continue,
+                (b"NOTIFY", Some(v)) if dsn::Notify::parse(v).is_some() => {
+                    rcpt_dsn.notify = dsn::Notify::parse(v);
+                    continue;
+                }
+                (b"ORCPT", Some(v)) if dsn::valid_orcpt(v) => {
+                    rcpt_dsn.orcpt = Some(String::from_utf8_lossy(v).into_owned());
+                    continue;
+                }
                 (b"NOTIFY" | b"ORCPT", _) => replies::syntax("Bad DSN parameter"),
                 _ => replies::bad_parameter("Unsupported RCPT parameter"),
             };
@@ -50,6 +57,7 @@ impl Session {
         txn.recipients.push(Recipient {
             mailbox,
             params: String::from_utf8_lossy(param_bytes).into_owned(),
+            dsn: rcpt_dsn,
         });
         self.reply(replies::recipient_ok());
     }
