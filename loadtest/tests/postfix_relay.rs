@@ -171,7 +171,7 @@ fn chunked_batches_through_postfix_arrive_whole() {
         ],
     );
     let postfix_port = free_port("127.0.0.1");
-    let _postfix = Postfix::start(&dir, "127.0.0.1", postfix_port, &sink.addr);
+    let postfix = Postfix::start(&dir, "127.0.0.1", postfix_port, &sink.addr);
     let postfix_addr = format!("127.0.0.1:{postfix_port}");
     let offered = ehlo(&postfix_addr);
     assert!(
@@ -242,5 +242,7 @@ fn chunked_batches_through_postfix_arrive_whole() {
     let log = std::fs::read_to_string(dir.join("maillog")).unwrap_or_default();
     assert_eq!(counts("bdat="), messages, "{log}");
     assert_eq!(counts("data="), 0, "{log}");
+    // `postfix stop` needs the config directory: stop before it is removed.
+    drop(postfix);
     let _ = std::fs::remove_dir_all(&dir);
 }
