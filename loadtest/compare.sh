@@ -5,7 +5,8 @@
 #
 # Needs: target/release/pigeon and target/release/pigeon-load
 # (cargo build --release --workspace), root for Postfix (installs Debian's postfix if
-# missing), jq, awk. Everything listens on 127.0.0.x; every run is bounded by a message
+# missing; only its programs are used, the instance's configuration is loadtest/postfix/),
+# openssl, jq, awk. Everything listens on 127.0.0.x; every run is bounded by a message
 # count and a time cap; only the processes this script started are stopped, by pid.
 #
 # For each scenario, back to back:
@@ -42,7 +43,9 @@ POSTFIX_ADDR=$POSTFIX_IP:$POSTFIX_PORT
 for b in "$LOAD" "$PIGEON"; do
     [[ -x $b ]] || { echo "compare.sh: $b missing: cargo build --release --workspace" >&2; exit 1; }
 done
-command -v jq >/dev/null || { echo "compare.sh: jq missing" >&2; exit 1; }
+for tool in jq openssl; do
+    command -v $tool >/dev/null || { echo "compare.sh: $tool missing" >&2; exit 1; }
+done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pigeon-compare.XXXXXX")
 chmod 755 "$WORK" # Postfix daemons (user postfix) must reach their queue and data dirs
@@ -188,30 +191,22 @@ ensure_postfix() {
 }
 
 start_postfix() { # RUN
-    local base=$WORK/$1.postfix
+    local base=$WORK/$1.postfix name
     POSTFIX_DIR=$base/etc
-    mkdir -p "$base"
-    cp -a /etc/postfix "$POSTFIX_DIR"
-    mkdir -p "$base/queue" "$base/data"
-    chown postfix "$base/data"
-    # Everything else (durability, concurrency, in_flow_delay, TLS "may") stays Debian's default.
-    postconf -c "$POSTFIX_DIR" -e \
-        "queue_directory = $base/queue" \
-        "data_directory = $base/data" \
-        "inet_interfaces = $POSTFIX_IP" \
-        "inet_protocols = ipv4" \
-        "myhostname = postfix.compare.test" \
-        "mydestination =" \
-        "alias_maps =" "alias_database =" \
-        "relayhost = [${SINK_ADDR%:*}]:${SINK_ADDR##*:}" \
-        "mynetworks = 127.0.0.0/8" \
-        "maillog_file_prefixes = $WORK" \
-        "maillog_file = $base/maillog"
-    # smtpd on our port; no chroot (the chroot would need a copy of /etc inside the queue).
-    sed -i -E 's/^smtp([[:space:]]+)inet/'"$POSTFIX_ADDR"'\1inet/' "$POSTFIX_DIR/master.cf"
-    awk 'BEGIN{OFS=" "} /^[a-zA-Z0-9]/ && NF >= 8 && $5 == "y" {$5 = "n"} {print}' \
-        "$POSTFIX_DIR/master.cf" >"$POSTFIX_DIR/master.cf.new"
-    mv "$POSTFIX_DIR/master.cf.new" "$POSTFIX_DIR/master.cf"
+    # postfix enters the queue directory before it creates what is missing in it.
+    mkdir -p "$POSTFIX_DIR" "$base/queue"
+    # Our own main.cf, master.cf and postfix-files (loadtest/postfix/), filled in: nothing
+    # from /etc/postfix, which may hold no main.cf. Everything they do not set (durability,
+    # concurrency, in_flow_delay) is Postfix's default; TLS is "may", as Debian's.
+    for name in main.cf master.cf postfix-files; do
+        sed -e "s|@ETC@|$POSTFIX_DIR|g" -e "s|@BASE@|$base|g" \
+            -e "s|@IP@|$POSTFIX_IP|g" -e "s|@PORT@|$POSTFIX_PORT|g" \
+            -e "s|@RELAY@|[${SINK_ADDR%:*}]:${SINK_ADDR##*:}|g" \
+            -e "s|@HOSTNAME@|postfix.compare.test|g" \
+            "$ROOT/loadtest/postfix/$name" >"$POSTFIX_DIR/$name"
+    done
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=postfix.compare.test \
+        -keyout "$POSTFIX_DIR/key.pem" -out "$POSTFIX_DIR/cert.pem" 2>/dev/null
     postfix -c "$POSTFIX_DIR" check >&2
     postfix -c "$POSTFIX_DIR" start >&2
     local i
@@ -320,7 +315,7 @@ FS=$(df -T "$WORK" | awk 'NR == 2 {print $2 " on " $1}')
     echo "- command: \`loadtest/compare.sh $RESULTS\` (S1_MESSAGES=$S1_MESSAGES S2_MESSAGES=$S2_MESSAGES S3_MESSAGES=$S3_MESSAGES SESSIONS=$SESSIONS)"
     echo "- machine: nproc $(nproc), $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r), spool/queue fs: $FS"
     echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg); whole script: $(($(date +%s) - T_START)) s"
-    echo "- postfix: $(postconf -d mail_version 2>/dev/null | sed 's/.*= //'), Debian defaults, relayhost = the sink"
+    echo "- postfix: $(postconf -d mail_version 2>/dev/null | sed 's/.*= //'), Postfix's defaults at compatibility_level 3.6 (loadtest/postfix/main.cf), TLS may, relayhost = the sink"
     echo "- time of an MTA run: blast start until the sink has every recipient; wire: blast's own time"
     echo "- CPU: utime+stime of the MTA during the run (Postfix: master + all its children, reaped ones included)"
     echo "- peak RSS: VmHWM (Postfix: sum of VmHWM of master and the children alive at the end)"

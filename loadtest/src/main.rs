@@ -6,8 +6,8 @@
 //! is not the bottleneck of the measurement it makes. Both are bounded: `blast` by a message
 //! count and a time cap, `sink` by an expected recipient count and a time cap.
 //!
-//! Layout: [`sink`] (server: fault plan, sans-io session, shard driver) and [`blast`]
-//! (client: content, session driver, report).
+//! Layout: [`sink`] (server: fault plan, sans-io session, shard driver), [`blast`]
+//! (client: content, session driver, report) and [`report`] (the JSON both end with).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod blast;
+mod report;
 mod sink;
 mod tls;
 
@@ -150,9 +151,9 @@ pub struct BlastArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Cmd::Sink(args) => sink::run(args),
-        Cmd::Blast(args) => blast::run(args),
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Cmd::Sink(args) => sink::run(args).map_err(Into::into),
+        Cmd::Blast(args) => blast::run(args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,9 +3,10 @@
 //! relays what it accepted to `pigeon-load sink --save`, and every message must arrive once,
 //! with its content unchanged (lines that start with dots included).
 //!
-//! Needs Debian's `postfix` package and root (Postfix's daemons change user). Without them
-//! the test says so and passes on a developer's machine, but fails under CI (`CI` set),
-//! where `.ci/run` installs the package and runs as root.
+//! Needs Debian's `postfix` package (its programs only: the instance writes its own
+//! configuration from `loadtest/postfix/`), openssl, and root (Postfix's daemons change
+//! user). Without postfix or root the test says so and passes on a developer's machine, but
+//! fails under CI (`CI` set), where `.ci/run` installs the package and runs as root.
 
 mod common;
 
@@ -34,7 +35,11 @@ fn can_run_postfix() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let ok = root && Path::new("/usr/sbin/postfix").exists() && Path::new("/etc/postfix").exists();
+    // Only the programs: the instance brings its own configuration, not /etc/postfix's.
+    let ok = root
+        && ["postfix", "postconf"]
+            .iter()
+            .all(|p| Path::new("/usr/sbin").join(p).exists());
     if !ok {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -53,63 +58,50 @@ struct Postfix {
 impl Postfix {
     /// Starts Postfix's smtpd on `listen` (an address of `lo`: Postfix wants
     /// `inet_interfaces` to name an interface's address), relaying everything to `relay`.
+    /// Its main.cf, master.cf and postfix-files are loadtest/postfix's, filled in, in
+    /// `dir/etc`: nothing comes from /etc/postfix.
     fn start(dir: &Path, ip: &str, port: u16, relay: &str) -> Postfix {
         let config = dir.join("etc");
+        std::fs::create_dir_all(&config).unwrap();
+        // `postfix` enters the queue directory before it creates what is missing in it.
+        std::fs::create_dir_all(dir.join("queue")).unwrap();
         let run = |cmd: &mut Command| {
-            let status = cmd.status().expect("run a postfix command");
-            assert!(status.success(), "{cmd:?} failed");
+            let out = cmd.output().expect("run a postfix command");
+            assert!(
+                out.status.success(),
+                "{cmd:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
-        run(Command::new("cp")
-            .arg("-a")
-            .arg("/etc/postfix")
-            .arg(&config));
-        for sub in ["queue", "data"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        run(Command::new("chown").arg("postfix").arg(dir.join("data")));
         // Postfix's daemons (user postfix) must reach the queue.
         run(Command::new("chmod").arg("755").arg(dir));
         let (relay_ip, relay_port) = relay.rsplit_once(':').unwrap();
-        let settings = [
-            format!("queue_directory = {}", dir.join("queue").display()),
-            format!("data_directory = {}", dir.join("data").display()),
-            format!("inet_interfaces = {ip}"),
-            "inet_protocols = ipv4".into(),
-            "myhostname = postfix.relay.test".into(),
-            "mydestination =".into(),
-            "alias_maps =".into(),
-            "alias_database =".into(),
-            format!("relayhost = [{relay_ip}]:{relay_port}"),
-            "mynetworks = 127.0.0.0/8".into(),
-            format!("maillog_file_prefixes = {}", dir.display()),
-            format!("maillog_file = {}", dir.join("maillog").display()),
-        ];
-        run(Command::new("postconf")
-            .arg("-c")
-            .arg(&config)
-            .arg("-e")
-            .args(&settings));
-        // smtpd on our port, and no chroot (it would need a copy of /etc in the queue).
-        let master = std::fs::read_to_string(config.join("master.cf")).unwrap();
-        let master: String = master
-            .lines()
-            .map(|line| {
-                let mut fields: Vec<&str> = line.split_whitespace().collect();
-                let service = !line.starts_with(['#', ' ', '\t']) && fields.len() >= 8;
-                if !service {
-                    return format!("{line}\n");
-                }
-                let listen = format!("{ip}:{port}");
-                if fields[0] == "smtp" && fields[1] == "inet" {
-                    fields[0] = &listen;
-                }
-                if fields[4] == "y" {
-                    fields[4] = "n";
-                }
-                format!("{}\n", fields.join(" "))
-            })
-            .collect();
-        std::fs::write(config.join("master.cf"), master).unwrap();
+        let fill = |template: &str| {
+            template
+                .replace("@ETC@", config.to_str().unwrap())
+                .replace("@BASE@", dir.to_str().unwrap())
+                .replace("@IP@", ip)
+                .replace("@PORT@", &port.to_string())
+                .replace("@RELAY@", &format!("[{relay_ip}]:{relay_port}"))
+                .replace("@HOSTNAME@", "postfix.relay.test")
+        };
+        for (name, template) in [
+            ("main.cf", include_str!("../postfix/main.cf")),
+            ("master.cf", include_str!("../postfix/master.cf")),
+            ("postfix-files", include_str!("../postfix/postfix-files")),
+        ] {
+            std::fs::write(config.join(name), fill(template)).unwrap();
+        }
+        // smtpd offers STARTTLS, as Debian's does, so pigeon's batches go over TLS.
+        run(Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=postfix.relay.test", "-keyout"])
+            .arg(config.join("key.pem"))
+            .arg("-out")
+            .arg(config.join("cert.pem")));
+        run(Command::new("postfix").arg("-c").arg(&config).arg("check"));
         run(Command::new("postfix").arg("-c").arg(&config).arg("start"));
         Postfix { config }
     }
@@ -179,7 +171,7 @@ fn chunked_batches_through_postfix_arrive_whole() {
         ],
     );
     let postfix_port = free_port("127.0.0.1");
-    let _postfix = Postfix::start(&dir, "127.0.0.1", postfix_port, &sink.addr);
+    let postfix = Postfix::start(&dir, "127.0.0.1", postfix_port, &sink.addr);
     let postfix_addr = format!("127.0.0.1:{postfix_port}");
     let offered = ehlo(&postfix_addr);
     assert!(
@@ -250,5 +242,7 @@ fn chunked_batches_through_postfix_arrive_whole() {
     let log = std::fs::read_to_string(dir.join("maillog")).unwrap_or_default();
     assert_eq!(counts("bdat="), messages, "{log}");
     assert_eq!(counts("data="), 0, "{log}");
+    // `postfix stop` needs the config directory: stop before it is removed.
+    drop(postfix);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,7 +10,8 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::report::{self, ReportError};
 use crate::BlastArgs;
 
 pub mod content;
@@ -228,18 +230,61 @@ struct Report {
     auth: bool,
 }
 
+/// Why the blast could not start, or could not report.
+#[derive(Debug, thiserror::Error)]
+pub enum BlastError {
+    /// `--sessions` or `--recipients` is 0.
+    #[error("--sessions and --recipients must be at least 1")]
+    NoSessionsOrRecipients,
+    /// `--hot-domain-share` is over 100.
+    #[error("--hot-domain-share is a percentage")]
+    HotShare,
+    /// The `--eml` file cannot be read.
+    #[error("{}: {source}", path.display())]
+    ReadEml {
+        /// The file given.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// `--rate` is zero or negative.
+    #[error("--rate must be positive")]
+    Rate,
+    /// The TLS client cannot be set up (CA file, server name), with pigeon's message.
+    #[error("{0}")]
+    Tls(String),
+    /// `--auth` is not `USER:PASSWORD`.
+    #[error("--auth wants USER:PASSWORD")]
+    AuthSpec,
+    /// `--auth` without `--starttls`.
+    #[error("--auth needs --starttls: servers take passwords only over TLS")]
+    AuthWithoutTls,
+    /// A shard's executor cannot be started.
+    #[error(transparent)]
+    Spawn(glommio::GlommioError<()>),
+    /// A shard's executor failed instead of returning its tally.
+    #[error("shard failed: {0}")]
+    ShardFailed(#[source] glommio::GlommioError<()>),
+    /// The report cannot be made into JSON or written.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
 /// Runs the blast and prints its report.
-pub fn run(args: BlastArgs) -> Result<(), String> {
+pub fn run(args: BlastArgs) -> Result<(), BlastError> {
     if args.sessions == 0 || args.recipients == 0 {
-        return Err("--sessions and --recipients must be at least 1".into());
+        return Err(BlastError::NoSessionsOrRecipients);
     }
     if args.hot_domain_share.is_some_and(|p| p > 100) {
-        return Err("--hot-domain-share is a percentage".into());
+        return Err(BlastError::HotShare);
     }
     let sender = "blast@pigeon-load.test".to_string();
     let content = match &args.eml {
         Some(path) => {
-            content::from_eml(&std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?)
+            content::from_eml(&std::fs::read(path).map_err(|source| BlastError::ReadEml {
+                path: path.clone(),
+                source,
+            })?)
         }
         None => content::generate(args.size, &sender),
     };
@@ -254,7 +299,7 @@ pub fn run(args: BlastArgs) -> Result<(), String> {
     };
     let interval = match args.rate {
         Some(r) if r > 0.0 => Some(Duration::from_secs_f64(args.sessions as f64 / r)),
-        Some(_) => return Err("--rate must be positive".into()),
+        Some(_) => return Err(BlastError::Rate),
         None => None,
     };
     let tls = if args.starttls {
@@ -263,19 +308,17 @@ pub fn run(args: BlastArgs) -> Result<(), String> {
             .clone()
             .unwrap_or_else(|| host_of(&args.target));
         Some(BlastTls {
-            config: crate::tls::client_config(args.tls_ca.as_deref())?,
-            name: crate::tls::server_name(&host)?,
+            config: crate::tls::client_config(args.tls_ca.as_deref()).map_err(BlastError::Tls)?,
+            name: crate::tls::server_name(&host).map_err(BlastError::Tls)?,
         })
     } else {
         None
     };
     let auth = match &args.auth {
         Some(user_pass) => {
-            let (user, pass) = user_pass
-                .split_once(':')
-                .ok_or("--auth wants USER:PASSWORD")?;
+            let (user, pass) = user_pass.split_once(':').ok_or(BlastError::AuthSpec)?;
             if !args.starttls {
-                return Err("--auth needs --starttls: servers take passwords only over TLS".into());
+                return Err(BlastError::AuthWithoutTls);
             }
             // RFC 4616: authzid (empty) NUL authcid NUL passwd.
             Some(data_encoding::BASE64.encode(format!("\0{user}\0{pass}").as_bytes()))
@@ -330,7 +373,7 @@ pub fn run(args: BlastArgs) -> Result<(), String> {
                 finished.fetch_add(1, Relaxed);
                 tally.replace(Tally::new())
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(BlastError::Spawn)?;
         handles.push(handle);
     }
 
@@ -353,7 +396,7 @@ pub fn run(args: BlastArgs) -> Result<(), String> {
     }
     let mut tally = Tally::new();
     for h in handles {
-        tally.merge(h.join().map_err(|e| format!("shard failed: {e}"))?);
+        tally.merge(h.join().map_err(BlastError::ShardFailed)?);
     }
     let ms = |q: f64| tally.latency.value_at_quantile(q) as f64 / 1000.0;
     let report = Report {
@@ -385,10 +428,9 @@ pub fn run(args: BlastArgs) -> Result<(), String> {
         auth: args.auth.is_some(),
     };
     eprint!("{}", table(&report));
-    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    let json = report::to_json(&report)?;
     match &args.json {
-        Some(path) => std::fs::write(path, format!("{json}\n"))
-            .map_err(|e| format!("{}: {e}", path.display()))?,
+        Some(path) => report::write(path, &json)?,
         None => println!("{json}"),
     }
     Ok(())

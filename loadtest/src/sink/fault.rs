@@ -10,6 +10,37 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+/// A `--fault` specification that cannot be used, alone or with the others.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    /// Not `STAGE:CODE:PERCENT` nor `disconnect:STAGE:PERCENT` with a known stage.
+    #[error("bad --fault {spec:?}: want STAGE:CODE:PERCENT or disconnect:STAGE:PERCENT")]
+    Syntax {
+        /// The specification as given.
+        spec: String,
+    },
+    /// The reply code is not a refusal (4xx or 5xx).
+    #[error("bad --fault {spec:?}: code must be 4xx or 5xx")]
+    Code {
+        /// The specification as given.
+        spec: String,
+    },
+    /// The share of keys is over 100%.
+    #[error("bad --fault {spec:?}: percent over 100")]
+    Percent {
+        /// The specification as given.
+        spec: String,
+    },
+    /// The faults of one stage take more than the whole hash space between them.
+    #[error("faults at {stage:?} add up to {total}%, over 100")]
+    OverFull {
+        /// The stage.
+        stage: Stage,
+        /// The sum of its faults' percentages.
+        total: u32,
+    },
+}
+
 /// Where a fault strikes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
@@ -47,10 +78,11 @@ pub struct Fault {
 impl Fault {
     /// Parses `rcpt:451:30`, `data:452:10`, `mail:421:5`, `starttls:454:50`,
     /// `disconnect:rcpt:1` or `disconnect:starttls:100`.
-    pub fn parse(spec: &str) -> Result<Fault, String> {
+    pub fn parse(spec: &str) -> Result<Fault, FaultError> {
         let parts: Vec<&str> = spec.split(':').collect();
-        let bad =
-            || format!("bad --fault {spec:?}: want STAGE:CODE:PERCENT or disconnect:STAGE:PERCENT");
+        let bad = || FaultError::Syntax {
+            spec: spec.to_owned(),
+        };
         let [first, second, pct] = parts[..] else {
             return Err(bad());
         };
@@ -66,13 +98,17 @@ impl Fault {
         } else {
             let code: u16 = second.parse().map_err(|_| bad())?;
             if !(400..600).contains(&code) {
-                return Err(format!("bad --fault {spec:?}: code must be 4xx or 5xx"));
+                return Err(FaultError::Code {
+                    spec: spec.to_owned(),
+                });
             }
             (stage_of(first)?, Action::Reply(code))
         };
         let percent: u8 = pct.parse().map_err(|_| bad())?;
         if percent > 100 {
-            return Err(format!("bad --fault {spec:?}: percent over 100"));
+            return Err(FaultError::Percent {
+                spec: spec.to_owned(),
+            });
         }
         Ok(Fault {
             stage,
@@ -101,7 +137,7 @@ pub struct FaultPlan {
 
 impl FaultPlan {
     /// A plan from `--fault` specifications.
-    pub fn new(faults: Vec<Fault>) -> Result<FaultPlan, String> {
+    pub fn new(faults: Vec<Fault>) -> Result<FaultPlan, FaultError> {
         for stage in [Stage::Mail, Stage::Rcpt, Stage::Data, Stage::Starttls] {
             let total: u32 = faults
                 .iter()
@@ -109,7 +145,7 @@ impl FaultPlan {
                 .map(|f| u32::from(f.percent))
                 .sum();
             if total > 100 {
-                return Err(format!("faults at {stage:?} add up to {total}%, over 100"));
+                return Err(FaultError::OverFull { stage, total });
             }
         }
         Ok(FaultPlan {
@@ -226,5 +262,28 @@ mod tests {
             Fault::parse("data:554:50").unwrap()
         ])
         .is_err());
+    }
+
+    #[test]
+    fn errors_say_what_was_wrong() {
+        let msg = |spec: &str| Fault::parse(spec).unwrap_err().to_string();
+        assert_eq!(
+            msg("rcpt:451"),
+            "bad --fault \"rcpt:451\": want STAGE:CODE:PERCENT or disconnect:STAGE:PERCENT"
+        );
+        assert_eq!(
+            msg("rcpt:251:30"),
+            "bad --fault \"rcpt:251:30\": code must be 4xx or 5xx"
+        );
+        assert_eq!(
+            msg("rcpt:451:101"),
+            "bad --fault \"rcpt:451:101\": percent over 100"
+        );
+        let over = FaultPlan::new(vec![
+            Fault::parse("data:451:60").unwrap(),
+            Fault::parse("data:554:50").unwrap(),
+        ])
+        .unwrap_err();
+        assert_eq!(over.to_string(), "faults at Data add up to 110%, over 100");
     }
 }

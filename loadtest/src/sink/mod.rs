@@ -1,6 +1,7 @@
 //! `pigeon-load sink`: an SMTP server that accepts, counts and discards (or saves), with
 //! faults injected on request.
 //!
+//! - [`config`]: what every session of a run shares (identity, extensions, delays).
 //! - [`fault`]: which RCPT or message gets which injected reply.
 //! - [`session`]: the sans-io server session.
 //! - [`shard`]: executors, listeners, connection loops, counters.
@@ -9,20 +10,77 @@
 //! raises the stop flag, merges the shards' counts and prints them as JSON.
 
 use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::report::{self, ReportError};
 use crate::SinkArgs;
 
+pub mod config;
 pub mod fault;
 pub mod session;
 pub mod shard;
 
-use fault::{Fault, FaultPlan};
+use config::{DelayError, Delays, SinkConfig};
+use fault::{Fault, FaultError, FaultPlan};
 use shard::{AddressCounts, Shared};
+
+/// Why the sink could not start, or could not report.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A `--fault` is malformed, or the faults of a stage add up to over 100%.
+    #[error(transparent)]
+    Fault(#[from] FaultError),
+    /// A `--delay` is malformed.
+    #[error(transparent)]
+    Delay(#[from] DelayError),
+    /// The `--save` directory (its `tmp` and `new`) cannot be made.
+    #[error("--save {}: {source}", dir.display())]
+    Save {
+        /// The directory given.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The certificate or key cannot be loaded (pigeon's own message).
+    #[error("{0}")]
+    Tls(String),
+    /// Only one of `--tls-cert` and `--tls-key` was given.
+    #[error("--tls-cert and --tls-key go together")]
+    TlsHalf,
+    /// `--auth` is not `USER:PASSWORD`.
+    #[error("--auth wants USER:PASSWORD")]
+    AuthSpec,
+    /// The SIGTERM/SIGINT handler cannot be installed.
+    #[error(transparent)]
+    Signal(io::Error),
+    /// A shard's executor cannot be started.
+    #[error(transparent)]
+    Spawn(io::Error),
+    /// A shard cannot listen on an address.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: glommio::GlommioError<()>,
+    },
+    /// A shard ended before saying whether it listens.
+    #[error("shard {0} died")]
+    ShardDied(usize),
+    /// A shard's executor failed instead of returning its counts.
+    #[error("shard failed: {0}")]
+    ShardFailed(#[source] glommio::GlommioError<()>),
+    /// The report cannot be made into JSON or written.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
 
 /// What the sink prints when it stops.
 #[derive(Debug, Serialize)]
@@ -58,7 +116,7 @@ struct Report {
 }
 
 /// Runs the sink until it has the expected recipients, the time cap, or SIGTERM/SIGINT.
-pub fn run(args: SinkArgs) -> Result<(), String> {
+pub fn run(args: SinkArgs) -> Result<(), SinkError> {
     let faults = args
         .fault
         .iter()
@@ -66,29 +124,31 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(dir) = &args.save {
         for sub in ["tmp", "new"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(|e| format!("--save {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir.join(sub)).map_err(|source| SinkError::Save {
+                dir: dir.clone(),
+                source,
+            })?;
         }
     }
-    let mut delays = session::Delays::default();
+    let mut delays = Delays::default();
     for d in &args.delay {
         delays.add(d)?;
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(futures_rustls::TlsAcceptor::from(
-            pigeon::accept::tls::server_config(cert, key)?,
+            pigeon::accept::tls::server_config(cert, key).map_err(SinkError::Tls)?,
         )),
         (None, None) => None,
-        _ => return Err("--tls-cert and --tls-key go together".into()),
+        _ => return Err(SinkError::TlsHalf),
     };
     let auth = match &args.auth {
         Some(spec) => {
-            let (user, pass) = spec.split_once(':').ok_or("--auth wants USER:PASSWORD")?;
+            let (user, pass) = spec.split_once(':').ok_or(SinkError::AuthSpec)?;
             Some((user.to_owned(), pass.to_owned()))
         }
         None => None,
     };
-    let config = session::SinkConfig::new(
+    let config = SinkConfig::new(
         &args.hostname,
         args.save.is_some(),
         tls.is_some(),
@@ -120,7 +180,7 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
     // A signal raises the same flag the clock does, so the counts are printed either way.
     let signalled = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, signalled.clone()).map_err(|e| e.to_string())?;
+        signal_hook::flag::register(sig, signalled.clone()).map_err(SinkError::Signal)?;
     }
 
     let shards = crate::shard_count(args.shards, usize::MAX);
@@ -128,15 +188,15 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
     let (tx, rx) = mpsc::channel();
     let mut handles = vec![
         shard::spawn(0, args.listen.clone(), shared.clone(), tx.clone())
-            .map_err(|e| e.to_string())?,
+            .map_err(SinkError::Spawn)?,
     ];
-    let bound = rx.recv().map_err(|_| "shard 0 died".to_string())??;
+    let bound = rx.recv().map_err(|_| SinkError::ShardDied(0))??;
     for id in 1..shards {
         handles.push(
             shard::spawn(id, bound.clone(), shared.clone(), tx.clone())
-                .map_err(|e| e.to_string())?,
+                .map_err(SinkError::Spawn)?,
         );
-        rx.recv().map_err(|_| format!("shard {id} died"))??;
+        rx.recv().map_err(|_| SinkError::ShardDied(id))??;
     }
     let listen: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
     // Tests and scripts wait for this line.
@@ -166,7 +226,7 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
     let mut domains = BTreeMap::new();
     let mut addresses: BTreeMap<String, AddressCounts> = BTreeMap::new();
     for h in handles {
-        let counts = h.join().map_err(|e| format!("shard failed: {e}"))?;
+        let counts = h.join().map_err(SinkError::ShardFailed)?;
         for (d, n) in counts.domains {
             *domains.entry(d).or_insert(0) += n;
         }
@@ -219,11 +279,10 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
             "pigeon-load sink: {recipients} recipients, {span:.3} s from the first to the last"
         );
     }
-    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    let json = report::to_json(&report)?;
     println!("{json}");
     if let Some(path) = &args.json {
-        std::fs::write(path, format!("{json}\n"))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        report::write(path, &json)?;
     }
     Ok(())
 }

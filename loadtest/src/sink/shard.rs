@@ -19,8 +19,10 @@ use futures_rustls::server::TlsStream;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::sink::config::SinkConfig;
 use crate::sink::fault::FaultPlan;
-use crate::sink::session::{Event, SinkConfig, SinkSession};
+use crate::sink::session::{Event, SinkSession};
+use crate::sink::SinkError;
 
 /// Read size: a 5 KiB message with its commands is one read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -108,7 +110,7 @@ pub fn spawn(
     id: usize,
     addresses: Vec<SocketAddr>,
     shared: Arc<Shared>,
-    ready: mpsc::Sender<Result<Vec<SocketAddr>, String>>,
+    ready: mpsc::Sender<Result<Vec<SocketAddr>, SinkError>>,
 ) -> std::io::Result<glommio::ExecutorJoinHandle<ShardCounts>> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
@@ -120,7 +122,7 @@ pub fn spawn(
 async fn serve(
     addresses: Vec<SocketAddr>,
     shared: Arc<Shared>,
-    ready: mpsc::Sender<Result<Vec<SocketAddr>, String>>,
+    ready: mpsc::Sender<Result<Vec<SocketAddr>, SinkError>>,
 ) -> ShardCounts {
     let shard = Rc::new(Shard {
         shared,
@@ -139,7 +141,10 @@ async fn serve(
                 listeners.push(l);
             }
             Err(e) => {
-                let _ = ready.send(Err(format!("bind {a}: {e}")));
+                let _ = ready.send(Err(SinkError::Bind {
+                    addr: *a,
+                    source: e,
+                }));
                 return ShardCounts::default();
             }
         }
