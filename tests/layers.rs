@@ -1,0 +1,228 @@
+//! The layering of the data path, checked over the source: the stages import one another
+//! in one direction only (no cycle among accept, session, intake, spool, queue, qmgr,
+//! deliver and outcome), nothing but `runtime/` touches the shard wiring, and a stage
+//! takes from `runtime` only its leaf helpers. A `use crate::…` (or any `crate::` path)
+//! that breaks this fails here, naming the file and line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The stages of the data path, each a folder under `src/`.
+const STAGES: &[&str] = &[
+    "accept", "session", "intake", "spool", "queue", "qmgr", "deliver", "outcome",
+];
+
+/// What a stage may use of `runtime`: helpers that import no stage.
+const RUNTIME_LEAVES: &[&str] = &["memory", "shutdown", "conn"];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Every `crate::a::b` path in the code of `source` (comments left out), with its line.
+fn crate_paths(source: &str) -> Vec<(usize, String, String)> {
+    let mut out = Vec::new();
+    for (n, line) in source.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let after = &rest[at + "crate::".len()..];
+            let name = |s: &str| -> String {
+                s.chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect()
+            };
+            let first = name(after);
+            let second = after
+                .strip_prefix(first.as_str())
+                .and_then(|s| s.strip_prefix("::"))
+                .map(name)
+                .unwrap_or_default();
+            out.push((n + 1, first, second));
+            rest = after;
+        }
+    }
+    out
+}
+
+/// The top-level module a file under `src/` belongs to.
+fn module_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
+    first.trim_end_matches(".rs").to_owned()
+}
+
+struct Use {
+    from: String,
+    file: PathBuf,
+    line: usize,
+    to: String,
+    item: String,
+}
+
+fn uses() -> Vec<Use> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut out = Vec::new();
+    for file in files {
+        let source = std::fs::read_to_string(&file).unwrap();
+        let from = module_of(&src, &file);
+        for (line, to, item) in crate_paths(&source) {
+            out.push(Use {
+                from: from.clone(),
+                file: file.clone(),
+                line,
+                to,
+                item,
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn nothing_outside_runtime_reaches_into_the_shard_wiring() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut offenders = Vec::new();
+    for file in files {
+        if module_of(&src, &file) == "runtime" {
+            continue;
+        }
+        let source = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in source.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("runtime::shard") {
+                offenders.push(format!("{}:{}", file.display(), n + 1));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "runtime::shard used at {offenders:?}");
+}
+
+#[test]
+fn stages_use_only_the_leaf_helpers_of_runtime() {
+    let bad: Vec<String> = uses()
+        .into_iter()
+        .filter(|u| STAGES.contains(&u.from.as_str()) && u.to == "runtime")
+        .filter(|u| !RUNTIME_LEAVES.contains(&u.item.as_str()))
+        .map(|u| format!("{}:{} uses runtime::{}", u.file.display(), u.line, u.item))
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}");
+}
+
+#[test]
+fn the_stages_import_one_another_without_a_cycle() {
+    // Edge from → to, with one place that makes it, for the message.
+    let mut edges = Edges::new();
+    for u in uses() {
+        if u.from != u.to && STAGES.contains(&u.from.as_str()) && STAGES.contains(&u.to.as_str()) {
+            edges
+                .entry(u.from.clone())
+                .or_default()
+                .entry(u.to.clone())
+                .or_insert_with(|| format!("{}:{}", u.file.display(), u.line));
+        }
+    }
+    if let Some(cycle) = find_cycle(&edges) {
+        {
+            let hops: Vec<String> = cycle
+                .windows(2)
+                .map(|w| format!("{} → {} ({})", w[0], w[1], edges[&w[0]][&w[1]]))
+                .collect();
+            panic!("import cycle among the stages:\n{}", hops.join("\n"));
+        }
+    }
+}
+
+type Edges = BTreeMap<String, BTreeMap<String, String>>;
+
+/// A cycle in `edges` (its nodes, the first repeated at the end), if there is one.
+fn find_cycle(edges: &Edges) -> Option<Vec<String>> {
+    // Depth-first search for a back edge; the path found is the cycle.
+    fn visit(
+        node: &str,
+        edges: &Edges,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == node) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in edges.get(node).into_iter().flat_map(|m| m.keys()) {
+            if let Some(c) = visit(next, edges, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    edges
+        .keys()
+        .find_map(|n| visit(n, edges, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn the_checker_finds_a_cycle_of_three_and_none_in_a_chain() {
+    let graph = |pairs: &[(&str, &str)]| -> Edges {
+        let mut e = Edges::new();
+        for (a, b) in pairs {
+            e.entry(a.to_string())
+                .or_default()
+                .insert(b.to_string(), String::new());
+        }
+        e
+    };
+    let chain = graph(&[
+        ("session", "intake"),
+        ("intake", "spool"),
+        ("queue", "spool"),
+    ]);
+    assert_eq!(find_cycle(&chain), None);
+    let cycle = graph(&[
+        ("spool", "queue"),
+        ("queue", "outcome"),
+        ("outcome", "spool"),
+    ]);
+    assert_eq!(
+        find_cycle(&cycle).unwrap(),
+        ["outcome", "spool", "queue", "outcome"]
+    );
+}
+
+#[test]
+fn the_checker_reads_paths_in_code_but_not_in_comments() {
+    let paths = crate_paths(
+        "use crate::queue::message::Job;\n// crate::outcome::settle in a comment\nlet x = crate::spool::read::f(); // crate::qmgr\n",
+    );
+    let found: Vec<(String, String)> = paths.into_iter().map(|(_, a, b)| (a, b)).collect();
+    assert_eq!(
+        found,
+        vec![
+            ("queue".to_owned(), "message".to_owned()),
+            ("spool".to_owned(), "read".to_owned())
+        ]
+    );
+}
