@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc};
 use clap::{Parser, Subcommand};
 
 use pigeon::clock::now_micros;
-use pigeon::config::Config;
+use pigeon::config::{Config, Loaded};
 use pigeon::outcome::log::DeliveryLog;
 use pigeon::queue::deferred::Deferred;
 use pigeon::queue::message::QueuedMessage;
@@ -125,6 +125,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(config.as_deref()),
         Command::CheckConfig { file } => Config::load(&file)
+            .and_then(|config| Loaded::load(&config))
             .map(|_| println!("{}: ok", file.display()))
             .map_err(|e| e.to_string()),
         Command::Queue {
@@ -156,13 +157,18 @@ fn main() -> ExitCode {
 
 fn serve(config_path: Option<&Path>) -> Result<(), String> {
     pigeon::runtime::memory::no_huge_pages();
-    // The configuration and the shared state live as long as the process: in the
-    // long-lived heap, so that none of it pins a page that the traffic's short-lived
-    // objects fill and free.
-    let config = long_lived(|| match config_path {
-        Some(path) => Config::load(path).map_err(|e| e.to_string()),
-        None => Ok(Config::defaults()),
-    })?;
+    // The configuration, the files it names and the shared state live as long as the
+    // process: in the long-lived heap, so that none of it pins a page that the traffic's
+    // short-lived objects fill and free.
+    let (config, files) = long_lived(|| {
+        let config = match config_path {
+            Some(path) => Config::load(path)?,
+            None => Config::defaults(),
+        };
+        let files = Loaded::load(&config)?;
+        Ok::<_, pigeon::config::ConfigError>((config, files))
+    })
+    .map_err(|e| e.to_string())?;
     let spool = &config.spool.path.clone();
     std::fs::create_dir_all(spool).map_err(|e| format!("spool.path {}: {e}", spool.display()))?;
     // Before the repair: another server's records must never be taken for torn tails.
@@ -175,7 +181,7 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
         "spool recovered"
     );
     let shards = config.shard_count();
-    let shared = long_lived(|| share(config))?;
+    let shared = long_lived(|| share(config, files))?;
     let mut deferred: Vec<Deferred> = (0..shards).map(|_| Deferred::new()).collect();
     requeue(spool, &shared, &mut deferred)?;
 
@@ -226,27 +232,18 @@ fn serve(config_path: Option<&Path>) -> Result<(), String> {
 }
 
 /// The state the shards share: the configuration, the delivery log, the spool's segment
-/// references, DKIM keys, AUTH users, TLS.
-fn share(config: Config) -> Result<Arc<Shared>, String> {
+/// references, and the loaded files (DKIM keys, AUTH users, TLS).
+fn share(config: Config, files: Loaded) -> Result<Arc<Shared>, String> {
     let spool = &config.spool.path.clone();
     let config = Arc::new(config);
     let log = DeliveryLog::open(&config.log.delivery)
         .map_err(|e| format!("log.delivery {}: {e}", config.log.delivery.display()))?;
     let segments = Arc::new(Segments::new(spool.clone()));
-    let signers = config.dkim_signers().map_err(|e| e.to_string())?;
-    let mut shared = Shared::new(config.clone(), segments, log, signers);
-    if let Some(auth) = &config.auth {
-        let authenticator =
-            pigeon::auth::Authenticator::load(auth).map_err(|e| format!("auth.users_file: {e}"))?;
-        tracing::info!(
-            users = authenticator.credentials().len(),
-            "SMTP AUTH users loaded"
-        );
-        shared = shared.with_auth(authenticator);
+    let shared = Shared::new(config, segments, log, files);
+    if let Some(auth) = &shared.auth {
+        tracing::info!(users = auth.credentials().len(), "SMTP AUTH users loaded");
     }
-    let shared = Arc::new(shared);
-    shared.load_tls().map_err(|e| format!("tls: {e}"))?;
-    Ok(shared)
+    Ok(Arc::new(shared))
 }
 
 /// Queues again everything the spool still owes: due recipients to the ready queues,
@@ -353,7 +350,7 @@ fn passwd(user: &str, file: &Path) -> Result<(), String> {
     if password.is_empty() {
         return Err("empty password (give it on standard input)".into());
     }
-    let hash = hash_password(password)?;
+    let hash = hash_password(password).map_err(|e| e.to_string())?;
     let replaced = set_password(file, user, &hash).map_err(|e| e.to_string())?;
     let what = if replaced { "replaced" } else { "added" };
     eprintln!("{user}: {what} in {}", file.display());

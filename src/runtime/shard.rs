@@ -38,13 +38,7 @@ fn nameservers(config: &crate::config::Config) -> Vec<SocketAddr> {
             vec![SocketAddr::from(([127, 0, 0, 1], 53))]
         });
     }
-    // Validated at start.
-    config
-        .dns
-        .nameservers
-        .iter()
-        .filter_map(|n| crate::config::parse_nameserver(n))
-        .collect()
+    config.dns.nameservers.clone()
 }
 
 /// What every task on a shard shares: owned by the shard, handed out as `Rc`.
@@ -178,6 +172,10 @@ async fn serve(
     // (`runtime::memory`), away from the pages its traffic fills and frees.
     let (spool, committer) = long_lived(|| ShardSpool::start(id, first_seq, options))?;
     let committer = glommio::spawn_local(committer).detach();
+    let tls_out = long_lived(|| {
+        crate::deliver::client::tls::TlsClients::new(shared.ca_roots.clone())
+            .map_err(std::io::Error::other)
+    })?;
     let ctx = long_lived(|| -> std::io::Result<Rc<ShardContext>> {
         Ok(Rc::new(ShardContext {
             id,
@@ -206,10 +204,7 @@ async fn serve(
             domain_connections: RefCell::new(HashMap::new()),
             shard_count: config.shard_count() as u32,
             tls: RefCell::new((0, None)),
-            tls_out: crate::deliver::client::tls::TlsClients::new(
-                config.delivery.ca_file.as_deref(),
-            )
-            .map_err(std::io::Error::other)?,
+            tls_out,
             log_lines: LogBuffer::default(),
         }))
     })?;

@@ -11,8 +11,9 @@ use std::time::Instant;
 use crossbeam_skiplist::SkipMap;
 
 use crate::accept::limits::Admission;
+use crate::accept::tls::ServerTlsError;
 use crate::auth::Authenticator;
-use crate::config::{Config, DomainPolicy};
+use crate::config::{Config, DomainPolicy, Loaded};
 use crate::dkim::{Canonicalization, Signer};
 use crate::outcome::log::DeliveryLog;
 use crate::queue::limits::RateLimit;
@@ -40,8 +41,10 @@ pub struct Shared {
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// Bumped on every successful reload, so shards know to rebuild their acceptors.
     tls_generation: AtomicU64,
-    /// SMTP AUTH users and failure counts, from `[auth]` (set with [`Shared::with_auth`]).
+    /// SMTP AUTH users and failure counts, from `[auth]`.
     pub auth: Option<Authenticator>,
+    /// The roots of `delivery.ca_file`, for each shard's delivery TLS (none: the system's).
+    pub ca_roots: Option<rustls::RootCertStore>,
     limiters: SkipMap<String, Arc<RateLimit>>,
     /// Each domain's resolved policy, computed once: it is asked for per message (the
     /// transaction size) and per scheduler tick.
@@ -49,41 +52,44 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Shared state for a run with `config`.
+    /// Shared state for a run with `config` and the files it names, loaded.
     pub fn new(
         config: Arc<Config>,
         segments: Arc<Segments>,
         log: DeliveryLog,
-        dkim: Vec<Signer>,
+        files: Loaded,
     ) -> Shared {
         let limits = &config.limits;
         let admission = Admission::new(
             limits.max_connections,
             limits.max_connections_per_ip,
-            // Validated at start.
-            limits.connection_rate().ok().flatten(),
+            limits.connection_rate_per_ip.map(|r| (r.count, r.per)),
             limits.exempt(&config.relay).to_vec(),
         );
         let shards = config.shard_count();
+        let auth = (config.auth.as_ref().zip(files.users))
+            .map(|(auth, users)| Authenticator::new(auth, users));
         Shared {
             admission: Arc::new(admission),
-            tls: RwLock::new(None),
-            tls_generation: AtomicU64::new(0),
+            // A first configuration is generation 1, so shards build their acceptor.
+            tls_generation: AtomicU64::new(u64::from(files.tls.is_some())),
+            tls: RwLock::new(files.tls),
             config,
             ready: ReadyQueues::new(shards),
             segments,
             log,
-            dkim,
-            auth: None,
+            dkim: files.dkim,
+            auth,
+            ca_roots: files.ca_roots,
             limiters: SkipMap::new(),
             policies: SkipMap::new(),
         }
     }
 
-    /// Loads the `[tls]` certificate and key (if configured) for handshakes that start
-    /// from now on; sessions already in TLS keep the configuration they began with.
-    /// On error the previous configuration stays.
-    pub fn load_tls(&self) -> Result<(), String> {
+    /// Loads the `[tls]` certificate and key (if configured) again, as at start
+    /// (`config::Loaded`), for handshakes that start from now on; sessions already in TLS
+    /// keep the configuration they began with. On error the previous configuration stays.
+    pub fn load_tls(&self) -> Result<(), ServerTlsError> {
         let Some(tls) = &self.config.tls else {
             return Ok(());
         };
@@ -128,12 +134,6 @@ impl Shared {
     /// The current TLS server configuration, if `[tls]` is set.
     pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Adds the SMTP AUTH users and failure counts.
-    pub fn with_auth(mut self, auth: Authenticator) -> Shared {
-        self.auth = Some(auth);
-        self
     }
 
     /// The signers for mail from `from_domain`: those of the closest configured domain
@@ -186,12 +186,12 @@ impl Shared {
 
     /// The rate limiter of `domain`, if its policy sets a rate.
     pub fn rate_limit(&self, domain: &str, policy: &DomainPolicy) -> Option<Arc<RateLimit>> {
-        let (count, per) = policy.rate?;
+        let rate = policy.rate?;
         if let Some(e) = self.limiters.get(domain) {
             return Some(e.value().clone());
         }
         let limiter = long_lived(|| {
-            let limiter = Arc::new(RateLimit::new(count, per));
+            let limiter = Arc::new(RateLimit::new(rate.count, rate.per));
             self.limiters
                 .get_or_insert(domain.to_owned(), limiter)
                 .value()

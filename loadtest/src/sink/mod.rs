@@ -76,7 +76,7 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(futures_rustls::TlsAcceptor::from(
-            pigeon::accept::tls::server_config(cert, key)?,
+            pigeon::accept::tls::server_config(cert, key).map_err(|e| e.to_string())?,
         )),
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
