@@ -2,24 +2,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{mpsc, Arc};
 
 use clap::{Parser, Subcommand};
 
 use pigeon::clock::now_micros;
-use pigeon::config::Config;
-use pigeon::dkim::signers::Signers;
-use pigeon::outcome::log::DeliveryLog;
-use pigeon::queue::deferred::Deferred;
-use pigeon::queue::requeue::requeue;
-use pigeon::runtime::memory::long_lived;
-use pigeon::runtime::shard;
-use pigeon::runtime::shared::Shared;
-use pigeon::runtime::shutdown::{spawn_signal_thread, StopFlag};
+use pigeon::config::{Config, Loaded};
+use pigeon::runtime::server::serve;
 use pigeon::spool::inspect::{describe, message_content, queued_messages, short_age};
 use pigeon::spool::record::MessageId;
-use pigeon::spool::recover::repair;
-use pigeon::spool::segments::Segments;
 
 #[global_allocator]
 static GLOBAL: pigeon::runtime::memory::Allocator = pigeon::runtime::memory::Allocator;
@@ -112,6 +102,47 @@ enum QueueCommand {
     },
 }
 
+/// Why a command failed; printed after `pigeon: `.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Serve(#[from] pigeon::runtime::server::ServeError),
+    #[error("{0}")]
+    Config(#[from] pigeon::config::ConfigError),
+    /// A file or directory named on the command line.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Standard input or output.
+    #[error("{what}: {source}")]
+    Stdio {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    /// A command-line argument, named, and what is wrong with it.
+    #[error("{arg}: {reason}")]
+    Argument { arg: String, reason: String },
+    #[error("{0}: not in the queue")]
+    NotQueued(String),
+    #[error("{0}")]
+    Password(#[from] pigeon::auth::credentials::HashError),
+    #[error("{0}")]
+    UsersFile(#[from] pigeon::auth::credentials::CredentialsError),
+    #[error("{0}")]
+    Dkim(#[from] pigeon::dkim::DkimError),
+}
+
+impl CliError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+        move |source| CliError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -122,10 +153,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Serve { config } => serve(config.as_deref()),
+        Command::Serve { config } => serve(config.as_deref()).map_err(CliError::from),
         Command::CheckConfig { file } => Config::load(&file)
+            .and_then(|config| Loaded::load(&config))
             .map(|_| println!("{}: ok", file.display()))
-            .map_err(|e| e.to_string()),
+            .map_err(CliError::from),
         Command::Queue {
             command: QueueCommand::List { spool },
         } => queue_list(&spool),
@@ -153,123 +185,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config_path: Option<&Path>) -> Result<(), String> {
-    pigeon::runtime::memory::no_huge_pages();
-    // The configuration and the shared state live as long as the process: in the
-    // long-lived heap, so that none of it pins a page that the traffic's short-lived
-    // objects fill and free.
-    let config = long_lived(|| match config_path {
-        Some(path) => Config::load(path).map_err(|e| e.to_string()),
-        None => Ok(Config::defaults()),
-    })?;
-    let spool = &config.spool.path.clone();
-    std::fs::create_dir_all(spool).map_err(|e| format!("spool.path {}: {e}", spool.display()))?;
-    // Before the repair: another server's records must never be taken for torn tails.
-    let _lock = pigeon::spool::lock::lock(spool).map_err(|e| e.to_string())?;
-    let repaired = repair(spool).map_err(|e| format!("recovering {}: {e}", spool.display()))?;
-    tracing::info!(
-        records = repaired.records,
-        truncated = repaired.truncated.len(),
-        removed = repaired.removed.len(),
-        "spool recovered"
-    );
-    let shards = config.shard_count();
-    let shared = long_lived(|| share(config))?;
-    let mut deferred: Vec<Deferred> = (0..shards).map(|_| Deferred::new()).collect();
-    let requeued = requeue(spool, &shared.queues, &shared.segments, &mut deferred)
-        .map_err(|e| format!("{}: {e}", spool.display()))?;
-    tracing::info!(
-        messages = requeued.messages,
-        recipients = requeued.recipients,
-        deferred_jobs = requeued.deferred_jobs,
-        "queue rebuilt from the spool"
-    );
-
-    let flag = StopFlag::default();
-    let reloading = shared.clone();
-    spawn_signal_thread(flag.clone(), move || reloading.reload())
-        .map_err(|e| format!("signal handling: {e}"))?;
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let mut handles = Vec::with_capacity(shards);
-    for (id, deferred) in deferred.into_iter().enumerate() {
-        let first_seq = repaired.next_seq.get(id).copied().unwrap_or(0);
-        let handle = shard::spawn(
-            id as u8,
-            shared.clone(),
-            first_seq,
-            deferred,
-            flag.clone(),
-            ready_tx.clone(),
-        )
-        .map_err(|e| format!("starting shard {id}: {e}"))?;
-        handles.push(handle);
-    }
-    drop(ready_tx);
-    let mut addresses = Vec::new();
-    for _ in 0..shards {
-        match ready_rx.recv() {
-            Ok(Ok(bound)) => addresses = bound,
-            Ok(Err(e)) => {
-                flag.raise();
-                return Err(e);
-            }
-            Err(_) => return Err("a shard died while starting".into()),
-        }
-    }
-    let listening: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
-    tracing::info!(shards, listening = %listening.join(" "), spool = %spool.display(), "ready");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let mut failed = false;
-    for h in handles {
-        failed |= h.join().is_err();
-    }
-    tracing::info!("stopped");
-    if failed {
-        Err("a shard failed".into())
-    } else {
-        Ok(())
-    }
-}
-
-/// The state the shards share: the configuration, the delivery log, the spool's segment
-/// references, DKIM keys, AUTH users, TLS.
-fn share(config: Config) -> Result<Arc<Shared>, String> {
-    let spool = &config.spool.path.clone();
-    let config = Arc::new(config);
-    let log = DeliveryLog::open(&config.log.delivery)
-        .map_err(|e| format!("log.delivery {}: {e}", config.log.delivery.display()))?;
-    let segments = Arc::new(Segments::new(spool.clone()));
-    let signers = config.dkim_signers().map_err(|e| e.to_string())?;
-    let mut shared = Shared::new(config.clone(), segments, log, Signers::new(signers));
-    if let Some(auth) = &config.auth {
-        let authenticator =
-            pigeon::auth::Authenticator::load(auth).map_err(|e| format!("auth.users_file: {e}"))?;
-        tracing::info!(
-            users = authenticator.credentials().len(),
-            "SMTP AUTH users loaded"
-        );
-        shared = shared.with_auth(authenticator);
-    }
-    let shared = Arc::new(shared);
-    shared.load_tls().map_err(|e| format!("tls: {e}"))?;
-    Ok(shared)
-}
-
 /// `pigeon passwd USER --file FILE`.
-fn passwd(user: &str, file: &Path) -> Result<(), String> {
+fn passwd(user: &str, file: &Path) -> Result<(), CliError> {
     use pigeon::auth::credentials::{hash_password, set_password, valid_user};
-    valid_user(user).map_err(|e| format!("{user:?}: {e}"))?;
+    valid_user(user).map_err(|reason| CliError::Argument {
+        arg: format!("{user:?}"),
+        reason: reason.to_owned(),
+    })?;
     let mut line = zeroize::Zeroizing::new(String::new());
     std::io::stdin()
         .read_line(&mut line)
-        .map_err(|e| format!("reading the password from standard input: {e}"))?;
+        .map_err(|source| CliError::Stdio {
+            what: "reading the password from standard input",
+            source,
+        })?;
     let password = line.strip_suffix('\n').unwrap_or(&line);
     let password = password.strip_suffix('\r').unwrap_or(password);
     if password.is_empty() {
-        return Err("empty password (give it on standard input)".into());
+        return Err(CliError::Argument {
+            arg: "password".into(),
+            reason: "empty (give it on standard input)".into(),
+        });
     }
     let hash = hash_password(password)?;
-    let replaced = set_password(file, user, &hash).map_err(|e| e.to_string())?;
+    let replaced = set_password(file, user, &hash)?;
     let what = if replaced { "replaced" } else { "added" };
     eprintln!("{user}: {what} in {}", file.display());
     Ok(())
@@ -281,19 +220,23 @@ fn dkim_keygen(
     algo: &str,
     bits: usize,
     out: &Path,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let algorithm: pigeon::dkim::Algorithm = algo.parse().map_err(|e| format!("--algo: {e}"))?;
-    let (pem, key) = pigeon::dkim::generate(algorithm, bits).map_err(|e| e.to_string())?;
+    let algorithm: pigeon::dkim::Algorithm =
+        algo.parse()
+            .map_err(|e: pigeon::dkim::DkimError| CliError::Argument {
+                arg: "--algo".into(),
+                reason: e.to_string(),
+            })?;
+    let (pem, key) = pigeon::dkim::generate(algorithm, bits)?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(out)
-        .map_err(|e| format!("{}: {e}", out.display()))?;
-    file.write_all(pem.as_bytes())
-        .map_err(|e| format!("{}: {e}", out.display()))?;
+        .map_err(CliError::io(out))?;
+    file.write_all(pem.as_bytes()).map_err(CliError::io(out))?;
     // TXT strings are at most 255 octets (RFC 1035 §3.3); long keys are split.
     let record = key.dns_record();
     let chunks: Vec<String> = record
@@ -308,8 +251,8 @@ fn dkim_keygen(
     Ok(())
 }
 
-fn queue_list(spool: &Path) -> Result<(), String> {
-    let messages = queued_messages(spool).map_err(|e| format!("{}: {e}", spool.display()))?;
+fn queue_list(spool: &Path) -> Result<(), CliError> {
+    let messages = queued_messages(spool).map_err(CliError::io(spool))?;
     let now = now_micros() / 1_000_000;
     let mut recipients = 0;
     println!(
@@ -334,24 +277,27 @@ fn queue_list(spool: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn queue_show(spool: &Path, id: &str, body_only: bool) -> Result<(), String> {
-    let parsed: MessageId = id
-        .parse()
-        .map_err(|_| format!("{id:?} is not a queue id"))?;
-    let err = |e: std::io::Error| format!("{}: {e}", spool.display());
+fn queue_show(spool: &Path, id: &str, body_only: bool) -> Result<(), CliError> {
+    let parsed: MessageId = id.parse().map_err(|_| CliError::Argument {
+        arg: format!("{id:?}"),
+        reason: "not a queue id".into(),
+    })?;
     if body_only {
-        let content = message_content(spool, parsed).map_err(err)?;
-        let content = content.ok_or_else(|| format!("{id}: not in the queue"))?;
+        let content = message_content(spool, parsed).map_err(CliError::io(spool))?;
+        let content = content.ok_or_else(|| CliError::NotQueued(id.to_owned()))?;
         use std::io::Write;
         return std::io::stdout()
             .write_all(&content)
-            .map_err(|e| e.to_string());
+            .map_err(|source| CliError::Stdio {
+                what: "writing the content",
+                source,
+            });
     }
-    let messages = queued_messages(spool).map_err(err)?;
+    let messages = queued_messages(spool).map_err(CliError::io(spool))?;
     let m = messages
         .iter()
         .find(|m| m.id == parsed)
-        .ok_or_else(|| format!("{id}: not in the queue"))?;
+        .ok_or_else(|| CliError::NotQueued(id.to_owned()))?;
     let now = now_micros() / 1_000_000;
     let received = m.received_micros / 1_000_000;
     println!("id: {}", m.id);

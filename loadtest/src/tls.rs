@@ -10,14 +10,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use pigeon::deliver::client::tls::version_name;
-use pigeon::deliver::client::tls::TlsClients;
+use pigeon::deliver::client::tls::{load_ca_file, TlsClients};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 
 /// The client configuration: verifying against the CA certificates in `ca` (PEM), or
 /// accepting any certificate when there is none.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
-    let clients = TlsClients::new(ca)?;
+    let roots = ca
+        .map(load_ca_file)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let clients = TlsClients::new(roots).map_err(|e| e.to_string())?;
     Ok(match ca {
         Some(_) => clients.verified,
         None => clients.unverified,

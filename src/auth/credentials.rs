@@ -129,17 +129,28 @@ pub fn valid_user(user: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Why a password could not be hashed.
+#[derive(Debug, Error)]
+pub enum HashError {
+    /// The system's random source failed, so there is no salt.
+    #[error("no random numbers from the system")]
+    NoRandom,
+    /// argon2 refused the salt or the password (too long, in practice).
+    #[error("{0}")]
+    Argon2(argon2::password_hash::Error),
+}
+
 /// Hashes a password with argon2id and the crate's default parameters, with a fresh
 /// random salt; returns the PHC string.
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String, HashError> {
     let mut salt = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
-        .map_err(|_| "no random numbers from the system".to_string())?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+        .map_err(|_| HashError::NoRandom)?;
+    let salt = SaltString::encode_b64(&salt).map_err(HashError::Argon2)?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(HashError::Argon2)
 }
 
 /// Writes `user:hash` into the users file at `path`: replaces the user's line if there is

@@ -43,15 +43,16 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// Loads the users file named in `[auth]`.
-    pub fn load(config: &AuthConfig) -> Result<Authenticator, CredentialsError> {
-        Ok(Authenticator {
+    /// The authenticator of `[auth]`, with the users already read from its users file
+    /// (`config::Loaded::users`); [`Authenticator::reload`] reads that file again.
+    pub fn new(config: &AuthConfig, credentials: Credentials) -> Authenticator {
+        Authenticator {
             users_file: config.users_file.clone(),
-            credentials: RwLock::new(Arc::new(Credentials::load(&config.users_file)?)),
+            credentials: RwLock::new(Arc::new(credentials)),
             failures: Failures::new(config.max_failures, config.failure_window),
             failure_delay: config.failure_delay,
             sender_match: config.sender_match,
-        })
+        }
     }
 
     /// Reads the users file again and swaps it in; on error the old users stay. Returns

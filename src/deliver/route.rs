@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::config::{parse_hop, DomainPolicy};
+use crate::config::{DomainPolicy, RouteHost};
 use crate::deliver::dns::Resolver;
 use crate::smtp::reply::{Enhanced, Reply};
 
@@ -28,13 +28,9 @@ pub async fn next_hops(
     if let Some(route) = &policy.route {
         let mut hops = Vec::new();
         for hop in route {
-            // Validated at start (config::parse_hop).
-            let Some((host, port)) = parse_hop(hop, port) else {
-                continue;
-            };
-            let addrs = match host.parse::<IpAddr>() {
-                Ok(ip) => vec![ip],
-                Err(_) => match resolver.host_addresses(&host).await {
+            let addrs = match &hop.host {
+                RouteHost::Ip(ip) => vec![*ip],
+                RouteHost::Name(host) => match resolver.host_addresses(host).await {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(%host, error = %e, "cannot resolve route host");
@@ -43,10 +39,10 @@ pub async fn next_hops(
                 },
             };
             hops.push(NextHop {
-                name: host,
+                name: hop.host.to_string(),
                 addrs: addrs
                     .into_iter()
-                    .map(|ip| SocketAddr::new(ip, port))
+                    .map(|ip| SocketAddr::new(ip, hop.port))
                     .collect(),
             });
         }

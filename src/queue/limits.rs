@@ -39,19 +39,6 @@ impl RateLimit {
     }
 }
 
-/// Parses `100/s`, `20/m`, `5000/h`.
-pub fn parse_rate(s: &str) -> Option<(u32, Duration)> {
-    let (n, unit) = s.trim().split_once('/')?;
-    let n: u32 = n.trim().parse().ok().filter(|&n| n > 0)?;
-    let per = match unit.trim() {
-        "s" | "sec" | "second" => Duration::from_secs(1),
-        "m" | "min" | "minute" => Duration::from_secs(60),
-        "h" | "hour" => Duration::from_secs(3600),
-        _ => return None,
-    };
-    Some((n, per))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,13 +50,5 @@ mod tests {
         assert_eq!(r.reserve(1_000_000), Duration::from_millis(100));
         assert_eq!(r.reserve(1_000_000), Duration::from_millis(200));
         assert_eq!(r.reserve(5_000_000), Duration::ZERO);
-    }
-
-    #[test]
-    fn rates_parse() {
-        assert_eq!(parse_rate("100/s"), Some((100, Duration::from_secs(1))));
-        assert_eq!(parse_rate("5/h"), Some((5, Duration::from_secs(3600))));
-        assert_eq!(parse_rate("0/s"), None);
-        assert_eq!(parse_rate("fast"), None);
     }
 }

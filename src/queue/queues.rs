@@ -109,12 +109,12 @@ impl Queues {
 
     /// The rate limiter of `domain`, if its policy sets a rate.
     pub fn rate_limit(&self, domain: &str, policy: &DomainPolicy) -> Option<Arc<RateLimit>> {
-        let (count, per) = policy.rate?;
+        let rate = policy.rate?;
         if let Some(e) = self.limiters.get(domain) {
             return Some(e.value().clone());
         }
         let limiter = long_lived(|| {
-            let limiter = Arc::new(RateLimit::new(count, per));
+            let limiter = Arc::new(RateLimit::new(rate.count, rate.per));
             self.limiters
                 .get_or_insert(domain.to_owned(), limiter)
                 .value()

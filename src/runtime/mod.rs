@@ -2,6 +2,7 @@
 
 pub mod conn;
 pub mod memory;
+pub mod server;
 pub mod shard;
 pub mod shared;
 pub mod shutdown;

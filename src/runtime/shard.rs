@@ -45,13 +45,7 @@ fn nameservers(config: &crate::config::Config) -> Vec<SocketAddr> {
             vec![SocketAddr::from(([127, 0, 0, 1], 53))]
         });
     }
-    // Validated at start.
-    config
-        .dns
-        .nameservers
-        .iter()
-        .filter_map(|n| crate::config::parse_nameserver(n))
-        .collect()
+    config.dns.nameservers.clone()
 }
 
 /// Runs shard `id` to completion on its own thread: binds, reports the bound addresses
@@ -202,7 +196,7 @@ fn wire(
         port: config.delivery.port,
         max_age: config.delivery.max_age,
         resolver: Resolver::new(nameservers(config), DNS_TIMEOUT),
-        tls: TlsClients::new(config.delivery.ca_file.as_deref()).map_err(std::io::Error::other)?,
+        tls: TlsClients::new(shared.ca_roots.clone()).map_err(std::io::Error::other)?,
         reader: reader.clone(),
         queues: shared.queues.clone(),
         stop: stop.clone(),

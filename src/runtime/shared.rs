@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::accept::limits::Admission;
+use crate::accept::tls::ServerTlsError;
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, Loaded};
 use crate::dkim::signers::Signers;
 use crate::outcome::log::DeliveryLog;
 use crate::queue::queues::Queues;
@@ -35,42 +36,50 @@ pub struct Shared {
     pub admission: Arc<Admission>,
     /// The TLS server configuration from `[tls]`, replaced by [`Shared::reload`].
     pub tls: Arc<ServerTls>,
-    /// SMTP AUTH users and failure counts, from `[auth]` (set with [`Shared::with_auth`]).
+    /// SMTP AUTH users and failure counts, from `[auth]`.
     pub auth: Option<Arc<Authenticator>>,
+    /// The roots of `delivery.ca_file`, for each shard's delivery TLS (none: the system's).
+    pub ca_roots: Option<rustls::RootCertStore>,
 }
 
 impl Shared {
-    /// Shared state for a run with `config`.
+    /// Shared state for a run with `config` and the `files` it names, loaded once.
     pub fn new(
         config: Arc<Config>,
         segments: Arc<Segments>,
         log: DeliveryLog,
-        signers: Signers,
+        files: Loaded,
     ) -> Shared {
         let limits = &config.limits;
         let admission = Admission::new(
             limits.max_connections,
             limits.max_connections_per_ip,
-            // Validated at start.
-            limits.connection_rate().ok().flatten(),
+            limits.connection_rate_per_ip.map(|r| (r.count, r.per)),
             limits.exempt(&config.relay).to_vec(),
         );
+        let auth = (config.auth.as_ref().zip(files.users))
+            .map(|(auth, users)| Arc::new(Authenticator::new(auth, users)));
+        let tls = Arc::new(ServerTls::default());
+        if let Some(first) = files.tls {
+            tls.replace(first);
+        }
         Shared {
             admission: Arc::new(admission),
-            tls: Arc::new(ServerTls::default()),
+            tls,
             queues: Arc::new(Queues::new(config.clone())),
             config,
             segments,
             log: Arc::new(log),
-            signers: Arc::new(signers),
-            auth: None,
+            signers: Arc::new(Signers::new(files.dkim)),
+            auth,
+            ca_roots: files.ca_roots,
         }
     }
 
-    /// Loads the `[tls]` certificate and key (if configured) for handshakes that start
-    /// from now on; sessions already in TLS keep the configuration they began with.
+    /// Loads the `[tls]` certificate and key again (if configured) for handshakes that
+    /// start from now on; sessions already in TLS keep the configuration they began with.
     /// On error the previous configuration stays.
-    pub fn load_tls(&self) -> Result<(), String> {
+    pub fn load_tls(&self) -> Result<(), ServerTlsError> {
         let Some(tls) = &self.config.tls else {
             return Ok(());
         };
@@ -103,11 +112,5 @@ impl Shared {
                 }
             }
         }
-    }
-
-    /// Adds the SMTP AUTH users and failure counts.
-    pub fn with_auth(mut self, auth: Authenticator) -> Shared {
-        self.auth = Some(Arc::new(auth));
-        self
     }
 }

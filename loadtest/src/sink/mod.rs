@@ -136,7 +136,8 @@ pub fn run(args: SinkArgs) -> Result<(), SinkError> {
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(futures_rustls::TlsAcceptor::from(
-            pigeon::accept::tls::server_config(cert, key).map_err(SinkError::Tls)?,
+            pigeon::accept::tls::server_config(cert, key)
+                .map_err(|e| SinkError::Tls(e.to_string()))?,
         )),
         (None, None) => None,
         _ => return Err(SinkError::TlsHalf),

@@ -15,9 +15,10 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use thiserror::Error;
 
 /// Where distributions keep the system's CA bundle (the files rustls-native-certs and
 /// OpenSSL look at); `SSL_CERT_FILE` comes first, as for OpenSSL.
@@ -27,6 +28,50 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/ca-bundle.pem",
     "/etc/ssl/cert.pem",
 ];
+
+/// Why CA certificates could not be loaded; errors name the file.
+#[derive(Debug, Error)]
+pub enum CaFileError {
+    /// The file is unreadable or not PEM.
+    #[error("{path}: {source}")]
+    Read {
+        /// The CA file.
+        path: PathBuf,
+        /// What reading it gave.
+        source: pem::Error,
+    },
+    /// The file holds no certificate.
+    #[error("{path}: no certificate")]
+    NoCertificate {
+        /// The CA file.
+        path: PathBuf,
+    },
+    /// webpki refused a certificate of the file as a trust anchor.
+    #[error("{path}: {source}")]
+    Rejected {
+        /// The CA file.
+        path: PathBuf,
+        /// Why.
+        source: rustls::Error,
+    },
+    /// None of the places a system keeps its CA bundle has one.
+    #[error("none of {SYSTEM_BUNDLES:?} exists")]
+    NoSystemBundle,
+    /// The system bundle holds no certificate webpki accepts.
+    #[error("{path}: no usable certificate")]
+    NoUsableCertificate {
+        /// The bundle.
+        path: PathBuf,
+    },
+}
+
+/// Why the client configurations could not be built.
+#[derive(Debug, Error)]
+pub enum TlsClientError {
+    /// rustls refused the protocol versions (not expected with the ring provider).
+    #[error("{0}")]
+    Protocol(#[from] rustls::Error),
+}
 
 /// The client configurations for delivery.
 #[derive(Debug, Clone)]
@@ -38,21 +83,20 @@ pub struct TlsClients {
 }
 
 impl TlsClients {
-    /// Builds both configurations; the roots come from `ca_file`, else the system bundle.
-    /// Without either, `verify` can never succeed, which is logged once here.
-    pub fn new(ca_file: Option<&Path>) -> Result<TlsClients, String> {
+    /// Builds both configurations; the roots are `ca_roots` (from [`load_ca_file`]), else
+    /// the system bundle. Without either, `verify` can never succeed, which is logged once
+    /// here.
+    pub fn new(ca_roots: Option<RootCertStore>) -> Result<TlsClients, TlsClientError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = match ca_file {
-            Some(path) => load_ca_file(path)?,
-            None => system_roots().unwrap_or_else(|e| {
+        let roots = ca_roots.unwrap_or_else(|| {
+            system_roots().unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "no system CA bundle: tls = \"verify\" will defer all mail");
                 RootCertStore::empty()
-            }),
-        };
+            })
+        });
         let builder = || {
             ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                .map_err(|e| e.to_string())
         };
         let unverified = builder()?
             .dangerous()
@@ -70,25 +114,31 @@ impl TlsClients {
 
 /// Reads a PEM file of CA certificates into a root store; errors name the file and say
 /// what is wrong (unreadable, not PEM, no certificate, a certificate webpki refuses).
-pub fn load_ca_file(path: &Path) -> Result<RootCertStore, String> {
+pub fn load_ca_file(path: &Path) -> Result<RootCertStore, CaFileError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|source| CaFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate", path.display()));
+        return Err(CaFileError::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     let mut roots = RootCertStore::empty();
     for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        roots.add(cert).map_err(|source| CaFileError::Rejected {
+            path: path.to_owned(),
+            source,
+        })?;
     }
     Ok(roots)
 }
 
 /// The system's CA bundle. Unparsable entries are skipped, as every TLS library does with
 /// these files (they may hold certificates webpki does not accept).
-fn system_roots() -> Result<RootCertStore, String> {
+fn system_roots() -> Result<RootCertStore, CaFileError> {
     let path = std::env::var_os("SSL_CERT_FILE")
         .map(PathBuf::from)
         .or_else(|| {
@@ -97,15 +147,18 @@ fn system_roots() -> Result<RootCertStore, String> {
                 .map(PathBuf::from)
                 .find(|p| p.exists())
         })
-        .ok_or_else(|| format!("none of {SYSTEM_BUNDLES:?} exists"))?;
+        .ok_or(CaFileError::NoSystemBundle)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(|source| CaFileError::Read {
+            path: path.clone(),
+            source,
+        })?
         .filter_map(Result::ok)
         .collect();
     let mut roots = RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(format!("{}: no usable certificate", path.display()));
+        return Err(CaFileError::NoUsableCertificate { path });
     }
     Ok(roots)
 }

@@ -1,0 +1,184 @@
+//! The files a configuration names, each read and parsed once at start into [`Loaded`]:
+//! the DKIM keys, the users file, the listener certificate and key, the outbound CA file.
+//! `check-config` loads them to check them; `serve` hands the same bundle to the runtime.
+//! SIGHUP reads the certificate and the users file again, through the same functions
+//! (`accept::tls::server_config`, `Credentials::load`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use thiserror::Error;
+
+use super::{Config, ConfigError};
+use crate::accept::tls::{server_config, ServerTlsError};
+use crate::auth::credentials::{Credentials, CredentialsError};
+use crate::deliver::client::tls::{load_ca_file, CaFileError};
+use crate::dkim::{DkimError, Signer, SigningKey};
+
+/// What is wrong with one of the files; [`ConfigError::File`] adds the key naming it.
+#[derive(Debug, Error)]
+pub enum FileError {
+    /// The `[tls]` certificate or key.
+    #[error(transparent)]
+    Tls(#[from] ServerTlsError),
+    /// `delivery.ca_file`.
+    #[error(transparent)]
+    Ca(#[from] CaFileError),
+    /// `auth.users_file`.
+    #[error(transparent)]
+    Users(#[from] CredentialsError),
+    /// A DKIM key file could not be read.
+    #[error("cannot read {path}: {source}")]
+    DkimRead {
+        /// The key file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A DKIM key file holds no usable key.
+    #[error("{path}: {source}")]
+    DkimKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with the key.
+        source: DkimError,
+    },
+}
+
+/// The loaded files of one configuration.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// One signer per `[[dkim]]` entry, in order, its key loaded.
+    pub dkim: Vec<Signer>,
+    /// The users of `auth.users_file`, when `[auth]` is set.
+    pub users: Option<Credentials>,
+    /// The listeners' TLS configuration from `[tls]`, when set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The roots of `delivery.ca_file`, when set (else delivery uses the system's).
+    pub ca_roots: Option<RootCertStore>,
+}
+
+impl Loaded {
+    /// Reads and parses every file `config` names. The error names the key of the first
+    /// file that fails, and the file.
+    pub fn load(config: &Config) -> Result<Loaded, ConfigError> {
+        let file = |key: &str| {
+            let key = key.to_owned();
+            move |source: FileError| ConfigError::File { key, source }
+        };
+        let ca_roots = match &config.delivery.ca_file {
+            Some(path) => Some(
+                load_ca_file(path)
+                    .map_err(FileError::from)
+                    .map_err(file("delivery.ca_file"))?,
+            ),
+            None => None,
+        };
+        let tls = match &config.tls {
+            Some(tls) => Some(
+                server_config(&tls.cert, &tls.key)
+                    .map_err(FileError::from)
+                    .map_err(file("tls"))?,
+            ),
+            None => None,
+        };
+        let users = match &config.auth {
+            Some(auth) => Some(
+                Credentials::load(&auth.users_file)
+                    .map_err(FileError::from)
+                    .map_err(file("auth.users_file"))?,
+            ),
+            None => None,
+        };
+        let dkim = config
+            .dkim
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let key = load_dkim_key(&d.key).map_err(file(&format!("dkim[{i}].key")))?;
+                Ok(d.signer(key))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(Loaded {
+            dkim,
+            users,
+            tls,
+            ca_roots,
+        })
+    }
+}
+
+/// Reads a DKIM private key (PEM).
+fn load_dkim_key(path: &std::path::Path) -> Result<SigningKey, FileError> {
+    let pem = std::fs::read_to_string(path).map_err(|source| FileError::DkimRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    SigningKey::from_pem(&pem).map_err(|source| FileError::DkimKey {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::check as parse;
+
+    #[test]
+    fn ca_file() {
+        let e = parse("[delivery]\nca_file = \"/nonexistent/ca.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("delivery.ca_file:") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = parse(&format!("[delivery]\nca_file = \"{}\"\n", empty.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("delivery.ca_file:") && e.contains("no certificate"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn listener_certificate_errors_name_tls_and_the_file() {
+        let e = parse("[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("tls:") && e.contains("/nonexistent/cert.pem"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn dkim_keys_are_loaded_into_signers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        let (pem, _) = crate::dkim::generate(crate::dkim::Algorithm::Ed25519Sha256, 0).unwrap();
+        std::fs::write(&path, pem).unwrap();
+        let text = format!(
+            "[[dkim]]\ndomain = \"example.com\"\nselector = \"s1\"\nkey = \"{}\"\n\
+             canonicalization = \"simple/simple\"\nheaders = [\"From\", \"To\"]\n",
+            path.display()
+        );
+        let config = crate::config::Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let loaded = super::Loaded::load(&config).unwrap();
+        let s = &loaded.dkim[0];
+        assert_eq!(
+            (s.domain.as_str(), s.selector.as_str()),
+            ("example.com", "s1")
+        );
+        assert_eq!(s.body_canon, crate::dkim::Canonicalization::Simple);
+        assert_eq!(s.headers, ["From", "To"]);
+        std::fs::write(&path, "junk").unwrap();
+        let e = super::Loaded::load(&config).unwrap_err().to_string();
+        assert!(e.starts_with("dkim[0].key:") && e.contains("k.pem"), "{e}");
+    }
+}
