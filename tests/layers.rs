@@ -2,7 +2,8 @@
 //! in one direction only (no cycle among accept, session, intake, spool, queue, qmgr,
 //! deliver and outcome), nothing but `runtime/` touches the shard wiring, and a stage
 //! takes from `runtime` only its leaf helpers. A `use crate::…` (or any `crate::` path)
-//! that breaks this fails here, naming the file and line.
+//! that breaks this fails here, naming the file and line. And no file under `src/` grows
+//! past 700 lines before its tests: past that it holds more than one concern.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -225,4 +226,27 @@ fn the_checker_reads_paths_in_code_but_not_in_comments() {
             ("spool".to_owned(), "read".to_owned())
         ]
     );
+}
+
+/// Most lines a file under `src/` may have before its `#[cfg(test)]` module: a file
+/// longer than that holds more than one concern, and should be split by them.
+const MAX_LINES: usize = 700;
+
+#[test]
+fn no_source_file_is_over_seven_hundred_lines_tests_aside() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let source = std::fs::read_to_string(file).unwrap();
+            let code = source
+                .lines()
+                .take_while(|l| !l.starts_with("#[cfg(test)]"))
+                .count();
+            (code > MAX_LINES).then(|| format!("{}: {code} lines", file.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "split by concern: {long:#?}");
 }
