@@ -131,3 +131,107 @@ pub fn requeue(
         deferred_jobs: held,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use crate::config::Config;
+    use crate::smtp::dsn::Notify;
+    use crate::spool::location::segment_path;
+    use crate::spool::record::tests::envelope;
+    use crate::spool::record::{
+        encode_message, encode_outcome, segment_header, MessageId, OutcomeKind, OutcomeRecord,
+    };
+
+    fn write_segment(spool: &Path, records: &[Vec<u8>]) {
+        let path = segment_path(spool, 0, 0);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut bytes = segment_header(0).to_vec();
+        for r in records {
+            bytes.extend_from_slice(r);
+        }
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// A message to r1@b.example and r2@c.example; r2 asked for success notices.
+    fn message(id: MessageId) -> Vec<u8> {
+        let mut env = envelope();
+        env.recipients[1].params = "NOTIFY=SUCCESS".into();
+        let mut m = encode_message(id, id.unix_micros(), &env, false, &[b"body\r\n"]);
+        m.extend_from_slice(b"body\r\n");
+        m
+    }
+
+    fn outcome(id: MessageId, recipient: u32, kind: OutcomeKind, next: u64) -> Vec<u8> {
+        encode_outcome(&OutcomeRecord {
+            id,
+            recipient,
+            kind,
+            attempts: 1,
+            next_attempt_micros: next,
+        })
+    }
+
+    #[test]
+    fn what_the_spool_owes_comes_back_due_now_or_on_a_timer_and_finished_records_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_micros();
+        let in_an_hour = now + 3_600_000_000;
+        let (half_done, fresh, finished) = (
+            MessageId::new(now - 30_000_000, 0, 1),
+            MessageId::new(now - 20_000_000, 0, 2),
+            MessageId::new(now - 10_000_000, 0, 3),
+        );
+        write_segment(
+            dir.path(),
+            &[
+                message(half_done),
+                outcome(half_done, 0, OutcomeKind::Delivered, 0),
+                outcome(half_done, 1, OutcomeKind::Deferred, in_an_hour),
+                message(fresh),
+                message(finished),
+                outcome(finished, 0, OutcomeKind::Delivered, 0),
+                outcome(finished, 1, OutcomeKind::Bounced, 0),
+            ],
+        );
+        let queues = Queues::new(Arc::new(Config::defaults()));
+        let segments = Segments::new(dir.path().to_owned());
+        let mut deferred = vec![Deferred::new(), Deferred::new()];
+        let requeued = requeue(dir.path(), &queues, &segments, &mut deferred).unwrap();
+        assert_eq!(
+            requeued,
+            Requeued {
+                messages: 2,
+                recipients: 3,
+                deferred_jobs: 1
+            }
+        );
+        // The fresh message's two recipients are ready, one job per domain; the deferred
+        // one waits on a timer until its time, not before.
+        assert_eq!(queues.ready.total(), 2);
+        assert_eq!(deferred.iter().map(Deferred::len).sum::<usize>(), 1);
+        let timer = deferred.iter_mut().find(|d| !d.is_empty()).unwrap();
+        assert!(timer.pop_due(now).recipients.is_empty());
+        let due = timer.pop_due(in_an_hour + 60_000_000).recipients;
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0.id, half_done);
+        assert_eq!(due[0].1, vec![(1, 1)], "recipient 1, one attempt made");
+        // The DSN parameters the record kept are read back with the message.
+        let job = queues.ready.domain("c.example").pop(0).unwrap();
+        assert_eq!(job.message.id, fresh);
+        assert_eq!(
+            job.message.recipient_dsn(1).notify,
+            Some(Notify {
+                success: true,
+                ..Notify::default()
+            })
+        );
+        // The finished message's record was killed: a second start finds it gone.
+        let again = replay(dir.path()).unwrap();
+        let ids: Vec<MessageId> = again.live().map(|m| m.id).collect();
+        assert_eq!(ids, vec![half_done, fresh]);
+        assert!(again.stale_records().is_empty());
+    }
+}
