@@ -12,6 +12,8 @@
 
 pub mod compact;
 pub mod dispatch;
+#[cfg(test)]
+mod tests;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
