@@ -9,7 +9,7 @@
 //! SMTP smuggling (CVE-2023-51764 and friends): only `CRLF.CRLF` ends DATA. Bare LF or bare
 //! CR anywhere in the content makes the message fail with 554 5.6.0 and nothing is spooled:
 //! a downstream server that reads `LF.LF` as the end would see a different message, so we
-//! refuse to carry one rather than normalise it. See docs/architecture.md.
+//! refuse to carry one rather than normalise it. See docs/smtp-edges.md.
 
 use memchr::{memchr, memchr3, memchr_iter};
 

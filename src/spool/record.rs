@@ -13,7 +13,7 @@
 //! A record is valid only if its whole frame is present and its CRC matches; recovery
 //! stops at the first record that is not (a torn tail after a crash). Attacker-chosen
 //! fields (addresses, parameters, HELO) are stored length-prefixed, so no value can be
-//! mistaken for framing. `docs/architecture.md` is written from this file.
+//! mistaken for framing. `docs/spool-format.md` is written from this file.
 //!
 //! Kinds: 1 Message (envelope and content), 2 Outcome (one recipient after one attempt),
 //! 3 Settled (which recipients of a message were final when its record was copied forward
