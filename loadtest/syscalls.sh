@@ -71,10 +71,13 @@ wait_for "$WORK/pigeon.err" "ready"
     --json "$WORK/blast.json" 2>"$WORK/blast.err"
 wait "$SINK" || true
 got=$(jq .recipients "$WORK/sink.json")
-# strace passes SIGTERM on to pigeon, which stops cleanly; strace then writes its summary.
-kill -TERM "$STRACE"
-wait "$STRACE" || true
+# pigeon (strace's child) is stopped cleanly; strace then writes its summary and exits.
+SERVER=$(pgrep -P "$STRACE" -x pigeon || true)
+[[ -n $SERVER ]] && kill -TERM "$SERVER"
+status=0
+wait "$STRACE" || status=$?
 PIDS=()
+[[ $status == 0 ]] || echo "syscalls.sh: strace exited with $status" >&2
 echo "messages: $MESSAGES sent, $got delivered"
 awk -v n="$MESSAGES" '
     $1 ~ /^[0-9.]+$/ && NF >= 5 {

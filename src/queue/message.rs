@@ -6,7 +6,7 @@
 //!
 //! Where the record is, and what the spool holds about the message, can change while jobs
 //! run on several shards: outcomes arrive from any shard, and compaction may move the
-//! record to a newer segment (`spool::compact`). All of it sits in one small [`Place`]
+//! record to a newer segment (`qmgr::compact`). All of it sits in one small [`Place`]
 //! behind a mutex that is only ever held for a few field updates, never across an
 //! `.await`, so the moving and finishing of a message cannot interleave badly.
 

@@ -124,27 +124,31 @@ impl Queues {
     }
 
     /// Queues the given recipients (index, attempts so far) of `message` as ready jobs,
-    /// and wakes the shards.
+    /// and wakes the shards when a domain could use another connection.
     pub fn enqueue(
         &self,
         message: &Arc<QueuedMessage>,
         pending: impl IntoIterator<Item = (u32, u32)>,
     ) {
-        let mut any = false;
+        let mut wanted = false;
         for (domain, job) in self.jobs(message, pending) {
-            self.push(&domain, job);
-            any = true;
+            wanted |= self.push(&domain, job);
         }
-        if any {
+        if wanted {
             self.wake_all();
         }
     }
 
-    /// Queues one job for `domain` and tells a connection lingering on it; the caller
-    /// wakes the shards ([`Queues::wake_all`]).
-    fn push(&self, domain: &str, job: Job) {
+    /// Queues one job for `domain` and tells a connection lingering on it. Returns whether
+    /// the domain could use another connection: fewer are open than jobs wait, and fewer
+    /// than its limit. When not, the queue managers need not look: the open connections
+    /// take the job, and one that closes while jobs are left wakes its shard
+    /// (`qmgr::dispatch::Slot`).
+    fn push(&self, domain: &str, job: Job) -> bool {
         let queue: Arc<DomainQueue> = self.ready.push(domain, job);
         queue.notify_arrival();
+        let open = queue.connections();
+        open < self.policy(&queue.domain).max_connections && (open as usize) < queue.len()
     }
 
     /// Splits the given recipients (index, attempts so far) of `message` into jobs of at

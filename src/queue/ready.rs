@@ -1,4 +1,5 @@
-//! Per-domain ready queues, shared by all shards without a lock.
+//! Per-domain ready queues, shared by all shards without a lock, each with a wake-up for
+//! the connections lingering on it ([`DomainQueue::arrival`]).
 //!
 //! The registry is a lock-free skip list from domain to [`DomainQueue`]; each queue is a
 //! set of lock-free FIFOs of jobs, one *lane* per shard, plus an atomic count of open
@@ -15,9 +16,9 @@
 //! syncing anyway, instead of costing a sync of another shard's file.
 //!
 //! A domain's queue leaves the registry once it has had no job and no connection for a
-//! while ([`ReadyQueues::retire_idle`]), so that the schedulers, which walk the registry
-//! every few milliseconds, walk the domains that have mail rather than every domain ever
-//! mailed (a bulk sender reaches hundreds of thousands). A queue is retired by setting a
+//! while ([`ReadyQueues::retire_idle`]), so that the queue managers, which walk the
+//! registry whenever work arrives, walk the domains that have mail rather than every domain
+//! ever mailed (a bulk sender reaches hundreds of thousands). A queue is retired by setting a
 //! bit in its connection count, and only while that count is zero, so no connection can
 //! open on a retired queue. Retiring races with pushing: a job can land in a queue that is
 //! being taken out. Both sides raise their flag (the job, or the bit) and then look at the

@@ -6,7 +6,7 @@
 //! so, once the memory has been free for a second. A shard that has gone quiet (a queue that is all
 //! deferred, waiting an hour) allocates little, so what a burst of deliveries freed stayed
 //! resident: tens of megabytes at a million queued recipients, counted in RSS as if the
-//! queue needed them. Each shard's scheduler calls [`give_back`] every few seconds
+//! queue needed them. Each shard's queue manager calls [`give_back`] every few seconds
 //! instead.
 //!
 //! mimalloc also asks for transparent huge pages on its arenas (`MADV_HUGEPAGE`), and the

@@ -17,7 +17,7 @@
 //!
 //! Kinds: 1 Message (envelope and content), 2 Outcome (one recipient after one attempt),
 //! 3 Settled (which recipients of a message were final when its record was copied forward
-//! to a newer segment; see `spool::compact`). A copied message record is the original
+//! to a newer segment; see `qmgr::compact`). A copied message record is the original
 //! frame, byte for byte: same id, same CRC.
 //!
 //! A message record is *killed* in place once it is no longer needed (every recipient

@@ -7,7 +7,7 @@
 //! final outcome beats a deferral, and a deferral with more attempts beats one with fewer:
 //! the order in which shards' segments are read does not matter.
 //!
-//! A message copied forward (`spool::compact`) has several identical records; it is one
+//! A message copied forward (`qmgr::compact`) has several identical records; it is one
 //! message with several copies. The settled record written with each copy says which
 //! recipients were final then, in place of the outcome records left with the old copy.
 

@@ -4,7 +4,7 @@
 //! when it writes the record (before anyone is told the record exists, so no reader can
 //! race a deletion). A message record's reference goes once the record is killed in place
 //! (`spool::record`, the `DEAD` bit: durable before the release): when every recipient is
-//! final, or when a newer copy of it is durable (`spool::compact`). The references of the
+//! final, or when a newer copy of it is durable (`qmgr::compact`). The references of the
 //! outcome and settled records about a message go once the message is finished, after the
 //! kill: a killed record replays as nothing, so no outcome has to outlive it. A segment
 //! file is deleted when it has no references left and is sealed (no longer appended to).

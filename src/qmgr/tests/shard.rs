@@ -3,6 +3,7 @@
 //! as `runtime::shard::wire` wires them; messages written the way intake writes them; and
 //! readers for what the spool, the log and the queues hold afterwards.
 
+use crate::smtp::dsn::{MailDsn, RcptDsn};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -134,12 +135,15 @@ impl<'a> Mail<'a> {
             sender: (!self.sender.is_empty())
                 .then(|| parse_mailbox(self.sender.as_bytes(), false).unwrap()),
             mail_params: self.mail_params.into(),
+            // As the session parses them.
+            mail_dsn: MailDsn::from_params(self.mail_params),
             recipients: self
                 .recipients
                 .iter()
                 .map(|(r, params)| Recipient {
                     mailbox: parse_mailbox(r.as_bytes(), false).unwrap(),
                     params: (*params).into(),
+                    dsn: RcptDsn::from_params(params),
                 })
                 .collect(),
             smtputf8: false,
@@ -277,8 +281,12 @@ impl Shard {
             states: vec![0; envelope.recipients.len()],
         })
         .with_dsn(
-            &envelope.mail_params,
-            envelope.recipients.iter().map(|r| r.params.as_str()),
+            &envelope.mail_dsn,
+            &envelope
+                .recipients
+                .iter()
+                .map(|r| r.dsn.clone())
+                .collect::<Vec<_>>(),
         )
         .into_shared()
     }
