@@ -97,8 +97,19 @@ pub(super) fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>
         .collect()
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like \"5m\": {e}"))
+/// A config value that is not a duration.
+#[derive(Debug, thiserror::Error)]
+#[error("{value:?} is not a duration like \"5m\": {source}")]
+struct BadDuration {
+    value: String,
+    source: humantime::DurationError,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, BadDuration> {
+    humantime::parse_duration(s).map_err(|source| BadDuration {
+        value: s.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -9,23 +9,41 @@ use std::time::{Duration, Instant};
 
 use event_listener::Event;
 
-/// How often a shard looks at the process-wide flag. A stop is not latency-critical, and
-/// one timer per shard is cheaper than waking the shard from another thread.
-const POLL: Duration = Duration::from_millis(50);
-
-/// The process-wide stop flag, set from the signal thread.
+/// The process-wide stop flag, set from the signal thread, with the wake-up each shard
+/// waits on (a wake from another thread is one eventfd write: no shard polls the flag).
 #[derive(Clone, Debug, Default)]
-pub struct StopFlag(Arc<AtomicBool>);
+pub struct StopFlag(Arc<Raised>);
+
+#[derive(Debug, Default)]
+struct Raised {
+    flag: AtomicBool,
+    event: Event,
+}
 
 impl StopFlag {
     /// Asks every shard to stop.
     pub fn raise(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.flag.store(true, Ordering::SeqCst);
+        self.0.event.notify(usize::MAX);
     }
 
     /// Whether a stop was asked for.
     pub fn is_raised(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.flag.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the flag is raised.
+    pub async fn raised(&self) {
+        loop {
+            if self.is_raised() {
+                return;
+            }
+            let listener = self.0.event.listen();
+            if self.is_raised() {
+                return;
+            }
+            listener.await;
+        }
     }
 }
 
@@ -75,9 +93,7 @@ impl ShardStop {
     /// Watches the process-wide flag; when it is raised, starts the grace period of
     /// `grace` and wakes every waiter.
     pub async fn watch(&self, flag: StopFlag, grace: Duration) {
-        while !flag.is_raised() {
-            glommio::timer::sleep(POLL).await;
-        }
+        flag.raised().await;
         self.begin(grace);
     }
 
