@@ -8,6 +8,7 @@
 //! serve any domain without two of them exceeding its limit together.
 
 use std::rc::Rc;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,9 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.queue.close_connection();
+        // Pairs with the fence in `ReadyQueues::push`: either the pusher sees this
+        // connection gone (and wakes the shards), or this sees its job.
+        fence(Ordering::SeqCst);
         let mut mine = self.qm.connections.borrow_mut();
         if let Some(n) = mine.get_mut(&self.queue.domain) {
             *n -= 1;
@@ -76,6 +80,10 @@ pub async fn run(qm: Rc<QueueManager>) {
     let mut pruned = Instant::now();
     let mut finish_by: Option<Instant> = None;
     while !qm.stop.is_stopping() {
+        // Other shards raise this loop's wake at every push that wants a connection: when
+        // it is raised again during a pass, the next wait returns at once, so the loop
+        // gives the shard's other tasks their turn here instead.
+        glommio::yield_if_needed().await;
         let waiting = qm.finishing();
         if waiting > 0 {
             let by = *finish_by.get_or_insert_with(|| Instant::now() + FINISH_EVERY);

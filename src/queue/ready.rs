@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use crossbeam::queue::SegQueue;
 use crossbeam_skiplist::SkipMap;
-use event_listener::Event;
+use event_listener::{Event, IntoNotification};
 
 use crate::queue::message::Job;
 use crate::runtime::memory::long_lived;
@@ -67,7 +67,9 @@ impl DomainQueue {
 
     /// Tells one connection waiting in [`DomainQueue::arrival`] that a job came.
     pub fn notify_arrival(&self) {
-        self.arrived.notify(1);
+        // `additional`: a second push before the first woken connection ran must wake a
+        // second one, not count as the same wake.
+        self.arrived.notify(1.additional());
     }
 
     /// Waits until a job may have arrived (a push since the wait began, or one already
@@ -192,7 +194,9 @@ impl ReadyQueues {
         let mut current = None;
         for lane in old.lanes.iter() {
             while let Some(job) = lane.pop() {
-                current = Some(self.push(&old.domain, job));
+                let queue = self.push(&old.domain, job);
+                queue.notify_arrival();
+                current = Some(queue);
             }
         }
         current

@@ -68,7 +68,9 @@ pub struct Client {
     pub exempt: bool,
 }
 
-/// Runs the server side of a TLS handshake, bounded by the command timeout.
+/// Runs the server side of a TLS handshake, bounded by the command timeout and by the
+/// end of a stop's grace period (a handshake holds the shard's spool, through intake,
+/// and the spool closes only when every holder is gone).
 async fn handshake(services: &Services, stream: TcpStream) -> Option<Conn> {
     let acceptor = services.tls.acceptor()?;
     let accept = async { acceptor.accept(stream).await.ok() };
@@ -76,7 +78,11 @@ async fn handshake(services: &Services, stream: TcpStream) -> Option<Conn> {
         glommio::timer::sleep(services.timeouts.command).await;
         None
     };
-    match future::or(accept, timeout).await {
+    let stopped = async {
+        services.stop.deadline_passed().await;
+        None
+    };
+    match future::or(accept, future::or(timeout, stopped)).await {
         Some(tls) => Some(Conn::Tls(Box::new(tls))),
         None => {
             tracing::debug!("TLS handshake failed or timed out");
