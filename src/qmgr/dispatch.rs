@@ -109,7 +109,9 @@ pub async fn run(qm: Rc<QueueManager>) {
             let wait = Duration::from_micros(due.saturating_sub(now_micros()));
             until = until.min(now + wait);
         }
-        let sleep = glommio::timer::sleep(until.saturating_duration_since(now));
+        let wait = until.saturating_duration_since(now);
+        qm.next_look.set(now_micros() + wait.as_micros() as u64);
+        let sleep = glommio::timer::sleep(wait);
         let wake = qm.queues.wake(qm.shard).wait();
         future::or(future::or(wake, sleep), qm.stop.wait()).await;
     }

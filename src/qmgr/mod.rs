@@ -15,7 +15,7 @@ pub mod dispatch;
 #[cfg(test)]
 mod tests;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -62,6 +62,9 @@ pub struct QueueManager {
     pub compact_after: Duration,
     /// The shard's stop.
     pub stop: Rc<ShardStop>,
+    /// When the dispatch loop will look next on its own (microseconds since the epoch):
+    /// a deferral due before then wakes it, one due later needs not.
+    next_look: Cell<u64>,
 }
 
 impl QueueManager {
@@ -84,6 +87,7 @@ impl QueueManager {
             tasks: TaskCount::new(),
             compact_after,
             stop,
+            next_look: Cell::new(0),
         })
     }
 
@@ -99,7 +103,9 @@ impl QueueManager {
             let message = job.message.clone();
             self.deferred.borrow_mut().insert(now_micros(), due, job);
             // The loop may be asleep until a later deadline.
-            self.queues.wake(self.shard).raise();
+            if due < self.next_look.get() {
+                self.queues.wake(self.shard).raise();
+            }
             compact::after_deferral(self, &message);
         }
         if let Some(f) = settled.finished {
