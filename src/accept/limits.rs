@@ -11,14 +11,14 @@
 //! total applies to everyone.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-pub use crate::auth::in_networks;
+use crate::auth::{client_key, in_networks};
 
 use crate::smtp::reply::{Enhanced, Reply};
 
@@ -187,17 +187,6 @@ impl Admission {
 /// An entry that holds nothing: no open connection, no rate debt.
 fn idle(c: &Client, now: Instant) -> bool {
     c.open == 0 && c.next.is_none_or(|t| t <= now)
-}
-
-/// The address limits are counted by: IPv4, or the /64 of IPv6.
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
-    }
 }
 
 /// One admitted connection: dropping it gives the connection back to the counts.

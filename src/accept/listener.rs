@@ -11,7 +11,8 @@ use futures_lite::{future, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use ipnet::IpNet;
 
-use crate::accept::limits::{in_networks, Admission};
+use crate::accept::limits::Admission;
+use crate::auth::in_networks;
 use crate::config::ListenerConfig;
 use crate::session::driver::{self, Client, Services};
 use crate::task::TaskCount;

@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::accept::limits::client_key;
+use crate::auth::client_key;
 
 /// Entries kept per map (addresses, users) before the oldest are evicted.
 pub const MAX_KEYS: usize = 65_536;

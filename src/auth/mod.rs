@@ -7,7 +7,7 @@
 pub mod credentials;
 pub mod failures;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 use std::path::PathBuf;
@@ -105,4 +105,16 @@ pub fn in_networks(nets: &[IpNet], ip: IpAddr) -> bool {
         v4 => v4,
     };
     nets.iter().any(|n| n.contains(&ip))
+}
+
+/// The address a client is counted by, for connection limits and failed logins alike:
+/// IPv4, or the /64 of IPv6 (one subscriber's whole prefix).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
 }

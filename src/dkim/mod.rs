@@ -48,8 +48,6 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-use crate::smtp::reply::{replies, Reply};
-
 pub use canonicalize::BodyHasher;
 pub use header::{already_signed, from_domain};
 pub use key::{generate, SigningKey};
@@ -207,13 +205,4 @@ pub enum DkimError {
     /// *ring* failed to make a signature (it reports no detail).
     #[error("signing failed")]
     Signing,
-}
-
-impl DkimError {
-    /// The reply for a message that could not be signed: 451 4.3.0. Sending it unsigned
-    /// would get it junked or rejected by the large providers, and the fault is ours and
-    /// probably passing, so the client is asked to try again.
-    pub fn reply(&self) -> Reply {
-        replies::local_error()
-    }
 }

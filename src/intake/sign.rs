@@ -3,7 +3,7 @@
 
 use crate::dkim::{self, signers::Signers};
 use crate::smtp::envelope::Envelope;
-use crate::smtp::reply::Reply;
+use crate::smtp::reply::{replies, Reply};
 
 /// The `DKIM-Signature:` fields for a message, once, whatever its recipient count: one per
 /// key of the closest configured domain at or above the From domain, unless the message
@@ -44,7 +44,10 @@ pub fn dkim_sign(
         };
         let field = signer.sign(headers, hash, now_unix).map_err(|e| {
             tracing::error!(d = %signer.domain, s = %signer.selector, error = %e, "DKIM signing failed");
-            e.reply()
+            // 451 4.3.0: sent unsigned it would be junked or refused by the large
+            // providers, and the fault is ours and probably passing, so the client is
+            // asked to try again.
+            replies::local_error()
         })?;
         fields.extend(field);
         summary.push(format!(
