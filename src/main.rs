@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use pigeon::clock::now_micros;
-use pigeon::config::{Config, Loaded};
+use pigeon::config::Config;
+use pigeon::runtime::files::Loaded;
 use pigeon::runtime::server::serve;
 use pigeon::spool::inspect::{describe, message_content, queued_messages, short_age};
 use pigeon::spool::record::MessageId;
@@ -109,6 +110,8 @@ enum CliError {
     Serve(#[from] pigeon::runtime::server::ServeError),
     #[error("{0}")]
     Config(#[from] pigeon::config::ConfigError),
+    #[error("{0}")]
+    Files(#[from] pigeon::runtime::files::LoadError),
     /// A file or directory named on the command line.
     #[error("{}: {source}", path.display())]
     Io {
@@ -155,9 +158,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(config.as_deref()).map_err(CliError::from),
         Command::CheckConfig { file } => Config::load(&file)
-            .and_then(|config| Loaded::load(&config))
-            .map(|_| println!("{}: ok", file.display()))
-            .map_err(CliError::from),
+            .map_err(CliError::from)
+            .and_then(|config| Loaded::load(&config).map_err(CliError::from))
+            .map(|_| println!("{}: ok", file.display())),
         Command::Queue {
             command: QueueCommand::List { spool },
         } => queue_list(&spool),

@@ -13,9 +13,8 @@ const STAGES: &[&str] = &[
     "accept", "session", "intake", "spool", "queue", "qmgr", "deliver", "outcome",
 ];
 
-/// Modules under the stages, which every stage may use: they import no stage (`config`
-/// is not among them yet: its file bundle, `config::Loaded`, uses the stages' loaders).
-const BASE: &[&str] = &["clock", "task", "smtp", "dkim", "auth"];
+/// Modules under the stages, which every stage may use: they import no stage.
+const BASE: &[&str] = &["clock", "task", "smtp", "dkim", "auth", "config"];
 
 /// What a stage may use of `runtime`: helpers that import no stage.
 const RUNTIME_LEAVES: &[&str] = &["memory", "shutdown", "conn"];

@@ -44,7 +44,7 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// The authenticator of `[auth]`, with the users already read from its users file
-    /// (`config::Loaded::users`); [`Authenticator::reload`] reads that file again.
+    /// (`runtime::files::Loaded::users`); [`Authenticator::reload`] reads that file again.
     pub fn new(config: &AuthConfig, credentials: Credentials) -> Authenticator {
         Authenticator {
             users_file: config.users_file.clone(),

@@ -1,5 +1,5 @@
 //! `[auth]`: SMTP AUTH (RFC 4954): where the users are, and how password guessing is
-//! slowed down. The users file itself is read by [`super::Loaded::load`].
+//! slowed down. The users file itself is read by `runtime::files::Loaded::load`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,16 +89,6 @@ mod tests {
             let e = parse(&format!("{auth}{extra}")).unwrap_err().to_string();
             assert!(e.starts_with(key), "{e}");
         }
-        let e = parse("[auth]\nusers_file = \"/nonexistent/users\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("auth.users_file:"), "{e}");
-        std::fs::write(&users, "# ok\nalice:not-a-hash\n").unwrap();
-        let e = parse(&auth).unwrap_err().to_string();
-        assert!(
-            e.starts_with("auth.users_file:") && e.contains("line 2"),
-            "{e}"
-        );
         let submission = "[[listener]]\naddress = \"127.0.0.1:587\"\nmode = \"submission\"\n";
         let e = parse(submission).unwrap_err().to_string();
         assert!(

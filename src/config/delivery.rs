@@ -1,6 +1,6 @@
 //! `[delivery]`: how pigeon delivers: the port it connects to, when it retries, when it
 //! gives up, and which CA certificates `tls = "verify"` trusts (the file itself is read by
-//! [`super::Loaded::load`]).
+//! `runtime::files::Loaded::load`).
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! `[[dkim]]`: the signing keys, with domain, selector, canonicalization and header list
 //! checked when the file is read. The key files themselves are read by
-//! [`super::Loaded::load`], which turns each entry into a [`Signer`].
+//! `runtime::files::Loaded::load`, which turns each entry into a [`Signer`].
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -47,7 +47,7 @@ pub enum TlsMode {
     Implicit,
 }
 
-/// `[tls]`. The files are read by [`super::Loaded::load`] at start and by
+/// `[tls]`. The files are read by `runtime::files::Loaded::load` at start and by
 /// `Shared::load_tls` on SIGHUP, both through `accept::tls::server_config`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

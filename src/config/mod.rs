@@ -1,5 +1,5 @@
 //! The one typed configuration: TOML in, [`Config`] out, parsed and validated before
-//! anything starts, then the files it names loaded once into [`Loaded`].
+//! anything starts; the files it names are loaded once by `runtime::files`.
 //!
 //! Every key has a default (the `Default` impls of the sections, documented in
 //! `docs/pigeon.example.toml`), so `pigeon serve` runs without a file. Unknown keys are
@@ -15,7 +15,6 @@ mod delivery;
 mod dkim;
 mod dns;
 mod domains;
-mod files;
 mod limits;
 mod listen;
 mod log;
@@ -35,7 +34,6 @@ pub use delivery::DeliveryConfig;
 pub use dkim::{DkimCanonicalization, DkimConfig};
 pub use dns::DnsConfig;
 pub use domains::{DomainConfig, DomainPolicy, Route, RouteHost, TlsPolicy};
-pub use files::{FileError, Loaded};
 pub use limits::LimitsConfig;
 pub use listen::{ListenerConfig, ListenerMode, TlsConfig, TlsMode};
 pub use log::LogConfig;
@@ -71,14 +69,6 @@ pub enum ConfigError {
         key: String,
         /// What is wrong with it.
         reason: String,
-    },
-    /// A file the configuration names could not be loaded ([`Loaded::load`]).
-    #[error("{key}: {source}")]
-    File {
-        /// The key naming the file, e.g. `dkim[0].key`.
-        key: String,
-        /// What is wrong with the file.
-        source: FileError,
     },
 }
 
@@ -223,7 +213,7 @@ impl ConfigToml {
 
 impl Config {
     /// Reads, parses and validates a configuration file. The files it names are read by
-    /// [`Loaded::load`].
+    /// `runtime::files::Loaded::load`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -274,13 +264,11 @@ fn system_hostname() -> String {
     }
 }
 
-/// What `check-config` does, for the sections' tests: parses `text` and loads the files it
-/// names.
+/// Parses `text` as a configuration file, for the sections' tests (the files it names are
+/// loaded by `runtime::files`, and tested there).
 #[cfg(test)]
 fn check(text: &str) -> Result<Config, ConfigError> {
-    let config = Config::parse(text, Path::new("test.toml"))?;
-    Loaded::load(&config)?;
-    Ok(config)
+    Config::parse(text, Path::new("test.toml"))
 }
 
 #[cfg(test)]

@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 
-use crate::config::{Config, ConfigError, Loaded};
+use crate::config::{Config, ConfigError};
 use crate::outcome::log::DeliveryLog;
 use crate::queue::deferred::Deferred;
 use crate::queue::requeue::{requeue, RequeueError};
+use crate::runtime::files::{LoadError, Loaded};
 use crate::runtime::memory::long_lived;
 use crate::runtime::shard;
 use crate::runtime::shared::Shared;
@@ -20,9 +21,12 @@ use crate::spool::segments::Segments;
 /// Why the server did not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The configuration, or a file it names, is wrong.
+    /// The configuration is wrong.
     #[error("{0}")]
     Config(#[from] ConfigError),
+    /// A file the configuration names cannot be loaded.
+    #[error("{0}")]
+    Files(#[from] LoadError),
     /// The spool directory cannot be made.
     #[error("spool.path {}: {source}", path.display())]
     SpoolDir {
@@ -94,7 +98,7 @@ pub fn serve(config_path: Option<&Path>) -> Result<(), ServeError> {
             None => Config::defaults(),
         };
         let files = Loaded::load(&config)?;
-        Ok::<_, ConfigError>((config, files))
+        Ok::<_, ServeError>((config, files))
     })?;
     let spool = &config.spool.path.clone();
     std::fs::create_dir_all(spool).map_err(|source| ServeError::SpoolDir {

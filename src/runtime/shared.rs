@@ -12,10 +12,11 @@ use std::time::Instant;
 use crate::accept::limits::Admission;
 use crate::accept::tls::ServerTlsError;
 use crate::auth::Authenticator;
-use crate::config::{Config, Loaded};
+use crate::config::Config;
 use crate::dkim::signers::Signers;
 use crate::outcome::log::DeliveryLog;
 use crate::queue::queues::Queues;
+use crate::runtime::files::Loaded;
 use crate::session::tls::ServerTls;
 use crate::spool::segments::Segments;
 

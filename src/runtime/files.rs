@@ -1,6 +1,8 @@
 //! The files a configuration names, each read and parsed once at start into [`Loaded`]:
 //! the DKIM keys, the users file, the listener certificate and key, the outbound CA file.
-//! `check-config` loads them to check them; `serve` hands the same bundle to the runtime.
+//! `check-config` loads them to check them; `serve` hands the same bundle to the shared
+//! state. It lives here, with what consumes it, rather than in `config`: loading uses the
+//! loaders of the stages the files are for, and `config` stays below every stage.
 //! SIGHUP reads the certificate and the users file again, through the same functions
 //! (`accept::tls::server_config`, `Credentials::load`).
 
@@ -10,13 +12,23 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 use thiserror::Error;
 
-use super::{Config, ConfigError};
 use crate::accept::tls::{server_config, ServerTlsError};
 use crate::auth::credentials::{Credentials, CredentialsError};
+use crate::config::Config;
 use crate::deliver::client::tls::{load_ca_file, CaFileError};
 use crate::dkim::{DkimError, Signer, SigningKey};
 
-/// What is wrong with one of the files; [`ConfigError::File`] adds the key naming it.
+/// A file the configuration names could not be loaded: the key naming it, and why.
+#[derive(Debug, Error)]
+#[error("{key}: {source}")]
+pub struct LoadError {
+    /// The key naming the file, e.g. `dkim[0].key`.
+    pub key: String,
+    /// What is wrong with the file.
+    pub source: FileError,
+}
+
+/// What is wrong with one of the files; [`LoadError`] adds the key naming it.
 #[derive(Debug, Error)]
 pub enum FileError {
     /// The `[tls]` certificate or key.
@@ -62,10 +74,10 @@ pub struct Loaded {
 impl Loaded {
     /// Reads and parses every file `config` names. The error names the key of the first
     /// file that fails, and the file.
-    pub fn load(config: &Config) -> Result<Loaded, ConfigError> {
+    pub fn load(config: &Config) -> Result<Loaded, LoadError> {
         let file = |key: &str| {
             let key = key.to_owned();
-            move |source: FileError| ConfigError::File { key, source }
+            move |source: FileError| LoadError { key, source }
         };
         let ca_roots = match &config.delivery.ca_file {
             Some(path) => Some(
@@ -99,7 +111,7 @@ impl Loaded {
                 let key = load_dkim_key(&d.key).map_err(file(&format!("dkim[{i}].key")))?;
                 Ok(d.signer(key))
             })
-            .collect::<Result<_, ConfigError>>()?;
+            .collect::<Result<_, LoadError>>()?;
         Ok(Loaded {
             dkim,
             users,
@@ -123,7 +135,15 @@ fn load_dkim_key(path: &std::path::Path) -> Result<SigningKey, FileError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::check as parse;
+    use super::*;
+
+    /// What `check-config` does: parses `text` and loads the files it names.
+    fn parse(text: &str) -> Result<Config, String> {
+        let config =
+            Config::parse(text, std::path::Path::new("test.toml")).map_err(|e| e.to_string())?;
+        Loaded::load(&config).map_err(|e| e.to_string())?;
+        Ok(config)
+    }
 
     #[test]
     fn ca_file() {
@@ -142,6 +162,20 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with("delivery.ca_file:") && e.contains("no certificate"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn users_file_errors_name_the_key_and_the_line() {
+        let e = parse("[auth]\nusers_file = \"/nonexistent/users\"\n").unwrap_err();
+        assert!(e.starts_with("auth.users_file:"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        std::fs::write(&users, "# ok\nalice:not-a-hash\n").unwrap();
+        let e = parse(&format!("[auth]\nusers_file = \"{}\"\n", users.display())).unwrap_err();
+        assert!(
+            e.starts_with("auth.users_file:") && e.contains("line 2"),
             "{e}"
         );
     }
