@@ -23,7 +23,14 @@ for tool in strace jq; do
 done
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pigeon-syscalls.XXXXXX")
 PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [[ -n $p ]] && kill "$p" 2>/dev/null || true; done; }
+cleanup() { # the traced pigeon first: strace, killed, would detach and leave it running
+    local p c
+    for p in "${PIDS[@]:-}"; do
+        [[ -n $p ]] || continue
+        for c in $(pgrep -P "$p" || true); do kill "$c" 2>/dev/null || true; done
+        kill "$p" 2>/dev/null || true
+    done
+}
 trap cleanup EXIT
 
 wait_for() { # FILE PATTERN

@@ -82,13 +82,13 @@ impl TaskCount {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn on_executor<F: std::future::Future<Output = ()> + 'static>(
-        f: impl FnOnce() -> F + Send + 'static,
-    ) {
+    /// Runs `f` to completion on a glommio executor of its own: for the unit tests of
+    /// everything that awaits on a shard.
+    pub fn on_executor<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
         glommio::LocalExecutorBuilder::default()
             .spawn(f)
             .unwrap()

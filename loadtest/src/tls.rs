@@ -17,10 +17,11 @@ use rustls::ClientConfig;
 /// The client configuration: verifying against the CA certificates in `ca` (PEM), or
 /// accepting any certificate when there is none.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
-    let roots = ca
-        .map(load_ca_file)
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    // Without a CA file nothing is verified: no roots are needed.
+    let roots = match ca {
+        Some(path) => load_ca_file(path).map_err(|e| e.to_string())?,
+        None => rustls::RootCertStore::empty(),
+    };
     let clients = TlsClients::new(roots).map_err(|e| e.to_string())?;
     Ok(match ca {
         Some(_) => clients.verified,

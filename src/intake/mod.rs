@@ -80,7 +80,6 @@ impl Intake {
             .await
             .map_err(|e| e.reply())?;
         let sender = envelope.sender.as_ref().map_or("", |s| s.as_str());
-        let rcpt_dsn: Vec<_> = envelope.recipients.iter().map(|r| r.dsn.clone()).collect();
         let message = QueuedMessage::new(NewMessage {
             id,
             record,
@@ -92,7 +91,10 @@ impl Intake {
             size,
             states: vec![0; envelope.recipients.len()],
         })
-        .with_dsn(&envelope.mail_dsn, &rcpt_dsn)
+        .with_dsn(
+            &envelope.mail_dsn,
+            envelope.recipients.iter().map(|r| &r.dsn),
+        )
         .into_shared();
         self.queues.enqueue(
             &message,

@@ -45,6 +45,8 @@ pub struct LogEvent<'a> {
     pub attempts: Option<u32>,
     /// Time since the message was received.
     pub delay: Option<Duration>,
+    /// How long the attempt took for this recipient's job, from the agent's report.
+    pub attempt: Option<Duration>,
     /// When the next attempt is due (for `deferred`), microseconds since the epoch.
     pub next_attempt_micros: Option<u64>,
     /// DKIM signatures added at reception (`d=… s=… a=…; …`).
@@ -91,6 +93,8 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     delay_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    attempt_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     next_attempt: Option<String>,
 }
 
@@ -118,6 +122,13 @@ impl DeliveryLog {
     }
 }
 
+/// A due time (microseconds since the epoch) as the `next_attempt` field writes it:
+/// RFC 3339 in UTC, to the second.
+pub fn next_attempt(micros: u64) -> String {
+    let at = UNIX_EPOCH + Duration::from_micros(micros);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 /// Formats `e` as one JSON line at the end of `out`.
 fn format_line(e: &LogEvent<'_>, out: &mut Vec<u8>) {
     let line = Line {
@@ -135,10 +146,8 @@ fn format_line(e: &LogEvent<'_>, out: &mut Vec<u8>) {
         auth: e.auth,
         attempts: e.attempts,
         delay_ms: e.delay.map(|d| d.as_millis() as u64),
-        next_attempt: e.next_attempt_micros.map(|t| {
-            let at = UNIX_EPOCH + Duration::from_micros(t);
-            humantime::format_rfc3339_seconds(at).to_string()
-        }),
+        attempt_ms: e.attempt.map(|d| d.as_millis() as u64),
+        next_attempt: e.next_attempt_micros.map(next_attempt),
     };
     // Serializing borrowed strings and numbers into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, &line);
@@ -218,5 +227,15 @@ impl Drop for ShardLog {
     /// The last lines: whatever outlived the stop's wait still logs.
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_attempt_is_rfc_3339_utc_to_the_second() {
+        assert_eq!(next_attempt(1_795_899_865_400_000), "2026-11-28T21:04:25Z");
     }
 }

@@ -70,7 +70,7 @@ impl Settler {
             host,
             tls,
             next_hop_dsn,
-            took: _,
+            took,
         } = report;
         let host = host.as_deref();
         // Nothing is recorded for a message already finished (its record may be killed and
@@ -145,7 +145,7 @@ impl Settler {
                 now,
             );
         }
-        self.log_outcomes(&job, &decided, host, tls, now);
+        self.log_outcomes(&job, &decided, host, tls, took, now);
         let deferred: Vec<u32> = decided
             .iter()
             .filter(|d| d.kind == OutcomeKind::Deferred)
@@ -209,6 +209,7 @@ impl Settler {
         decided: &[Decided],
         host: Option<&str>,
         tls: Option<&str>,
+        took: Duration,
         now: u64,
     ) {
         let message = &job.message;
@@ -231,6 +232,8 @@ impl Settler {
                 reply: Some(&reply),
                 attempts: Some(job.attempts + 1),
                 delay: Some(delay),
+                // An attempt that made no connection (an expiry) took no time worth a field.
+                attempt: (!took.is_zero()).then_some(took),
                 next_attempt_micros: (d.kind == OutcomeKind::Deferred)
                     .then_some(d.next_attempt_micros),
                 ..LogEvent::default()

@@ -181,13 +181,19 @@ impl QueuedMessage {
     }
 
     /// Adds the DSN parameters: RET and ENVID, and NOTIFY and ORCPT per recipient.
-    pub fn with_dsn(mut self, mail: &MailDsn, rcpt: &[RcptDsn]) -> QueuedMessage {
-        let keep = rcpt.iter().any(|r| *r != RcptDsn::default());
+    pub fn with_dsn<'a, R>(mut self, mail: &MailDsn, rcpt: R) -> QueuedMessage
+    where
+        R: IntoIterator<Item = &'a RcptDsn>,
+        R::IntoIter: Clone,
+    {
+        let rcpt = rcpt.into_iter();
+        // Most messages have no recipient DSN parameter: nothing is copied for them.
+        let keep = rcpt.clone().any(|r| *r != RcptDsn::default());
         // What is kept is copied into the long-lived heap.
         long_lived(|| {
             self.mail_dsn = mail.clone();
             if keep {
-                self.rcpt_dsn = rcpt.to_vec();
+                self.rcpt_dsn = rcpt.cloned().collect();
             }
         });
         self

@@ -148,7 +148,8 @@ impl Queues {
         let queue: Arc<DomainQueue> = self.ready.push(domain, job);
         queue.notify_arrival();
         let open = queue.connections();
-        open < self.policy(&queue.domain).max_connections && (open as usize) < queue.len()
+        // The policy is looked up only when the count says a connection could help.
+        (open as usize) < queue.len() && open < self.policy(&queue.domain).max_connections
     }
 
     /// Splits the given recipients (index, attempts so far) of `message` into jobs of at
@@ -166,15 +167,22 @@ impl Queues {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task::tests::on_executor;
 
-    fn on_executor<F: std::future::Future<Output = ()> + 'static>(
-        f: impl FnOnce() -> F + Send + 'static,
-    ) {
-        glommio::LocalExecutorBuilder::default()
-            .spawn(f)
-            .unwrap()
-            .join()
-            .unwrap();
+    /// Whether `wake` is raised within `within` (a bound so that a lost wake fails the
+    /// test instead of hanging it).
+    async fn woken(wake: &Wake, within: std::time::Duration) -> bool {
+        futures_lite::future::or(
+            async {
+                wake.wait().await;
+                true
+            },
+            async {
+                glommio::timer::sleep(within).await;
+                false
+            },
+        )
+        .await
     }
 
     #[test]
@@ -183,8 +191,11 @@ mod tests {
             let wake = Wake::default();
             wake.raise();
             wake.raise();
-            wake.wait().await;
-            assert!(!wake.raised.load(Ordering::Acquire), "two raises, one wake");
+            assert!(woken(&wake, std::time::Duration::from_secs(10)).await);
+            assert!(
+                !woken(&wake, std::time::Duration::from_millis(50)).await,
+                "two raises, two wakes"
+            );
         });
     }
 
@@ -197,7 +208,10 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 other.raise();
             });
-            wake.wait().await;
+            assert!(
+                woken(&wake, std::time::Duration::from_secs(10)).await,
+                "the wake from another thread was lost"
+            );
             t.join().unwrap();
         });
     }

@@ -18,7 +18,7 @@ use crate::spool::segments::Segments;
 #[derive(Debug, thiserror::Error)]
 pub enum RequeueError {
     /// The spool could not be read.
-    #[error("replaying the spool: {0}")]
+    #[error("{0}")]
     Replay(std::io::Error),
     /// Finished records could not be killed.
     #[error("killing finished records: {0}")]
@@ -139,21 +139,11 @@ mod tests {
 
     use crate::config::Config;
     use crate::smtp::dsn::Notify;
-    use crate::spool::location::segment_path;
     use crate::spool::record::tests::envelope;
     use crate::spool::record::{
-        encode_message, encode_outcome, segment_header, MessageId, OutcomeKind, OutcomeRecord,
+        encode_message, encode_outcome, MessageId, OutcomeKind, OutcomeRecord,
     };
-
-    fn write_segment(spool: &Path, records: &[Vec<u8>]) {
-        let path = segment_path(spool, 0, 0);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut bytes = segment_header(0).to_vec();
-        for r in records {
-            bytes.extend_from_slice(r);
-        }
-        std::fs::write(path, bytes).unwrap();
-    }
+    use crate::spool::replay::tests::write_segment;
 
     /// A message to r1@b.example and r2@c.example; r2 asked for success notices.
     fn message(id: MessageId) -> Vec<u8> {
@@ -186,6 +176,8 @@ mod tests {
         );
         write_segment(
             dir.path(),
+            0,
+            0,
             &[
                 message(half_done),
                 outcome(half_done, 0, OutcomeKind::Delivered, 0),

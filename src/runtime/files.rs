@@ -15,7 +15,7 @@ use thiserror::Error;
 use crate::accept::tls::{server_config, ServerTlsError};
 use crate::auth::credentials::{Credentials, CredentialsError};
 use crate::config::Config;
-use crate::deliver::client::tls::{load_ca_file, CaFileError};
+use crate::deliver::client::tls::{load_ca_file, system_roots_or_empty, CaFileError};
 use crate::dkim::{DkimError, Signer, SigningKey};
 
 /// A file the configuration names could not be loaded: the key naming it, and why.
@@ -59,7 +59,7 @@ pub enum FileError {
 }
 
 /// The loaded files of one configuration.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Loaded {
     /// One signer per `[[dkim]]` entry, in order, its key loaded.
     pub dkim: Vec<Signer>,
@@ -67,8 +67,9 @@ pub struct Loaded {
     pub users: Option<Credentials>,
     /// The listeners' TLS configuration from `[tls]`, when set.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// The roots of `delivery.ca_file`, when set (else delivery uses the system's).
-    pub ca_roots: Option<RootCertStore>,
+    /// The roots delivery verifies certificates against: `delivery.ca_file`, else the
+    /// system's bundle (read here once, not once per shard).
+    pub ca_roots: RootCertStore,
 }
 
 impl Loaded {
@@ -80,29 +81,25 @@ impl Loaded {
             move |source: FileError| LoadError { key, source }
         };
         let ca_roots = match &config.delivery.ca_file {
-            Some(path) => Some(
-                load_ca_file(path)
-                    .map_err(FileError::from)
-                    .map_err(file("delivery.ca_file"))?,
-            ),
-            None => None,
+            Some(path) => load_ca_file(path)
+                .map_err(FileError::from)
+                .map_err(file("delivery.ca_file"))?,
+            None => system_roots_or_empty(),
         };
-        let tls = match &config.tls {
-            Some(tls) => Some(
-                server_config(&tls.cert, &tls.key)
-                    .map_err(FileError::from)
-                    .map_err(file("tls"))?,
-            ),
-            None => None,
-        };
-        let users = match &config.auth {
-            Some(auth) => Some(
-                Credentials::load(&auth.users_file)
-                    .map_err(FileError::from)
-                    .map_err(file("auth.users_file"))?,
-            ),
-            None => None,
-        };
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| server_config(&tls.cert, &tls.key))
+            .transpose()
+            .map_err(FileError::from)
+            .map_err(file("tls"))?;
+        let users = config
+            .auth
+            .as_ref()
+            .map(|auth| Credentials::load(&auth.users_file))
+            .transpose()
+            .map_err(FileError::from)
+            .map_err(file("auth.users_file"))?;
         let dkim = config
             .dkim
             .iter()
@@ -147,9 +144,7 @@ mod tests {
 
     #[test]
     fn ca_file() {
-        let e = parse("[delivery]\nca_file = \"/nonexistent/ca.pem\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[delivery]\nca_file = \"/nonexistent/ca.pem\"\n").unwrap_err();
         assert!(
             e.starts_with("delivery.ca_file:") && e.contains("/nonexistent/ca.pem"),
             "{e}"
@@ -157,9 +152,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let e = parse(&format!("[delivery]\nca_file = \"{}\"\n", empty.display()))
-            .unwrap_err()
-            .to_string();
+        let e = parse(&format!("[delivery]\nca_file = \"{}\"\n", empty.display())).unwrap_err();
         assert!(
             e.starts_with("delivery.ca_file:") && e.contains("no certificate"),
             "{e}"
@@ -183,8 +176,7 @@ mod tests {
     #[test]
     fn listener_certificate_errors_name_tls_and_the_file() {
         let e = parse("[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n")
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
         assert!(
             e.starts_with("tls:") && e.contains("/nonexistent/cert.pem"),
             "{e}"

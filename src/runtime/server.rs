@@ -47,7 +47,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// The queue cannot be rebuilt from the spool.
-    #[error("{}: {source}", path.display())]
+    #[error("replaying {}: {source}", path.display())]
     Requeue {
         /// `spool.path`.
         path: PathBuf,

@@ -39,8 +39,8 @@ pub struct Shared {
     pub tls: Arc<ServerTls>,
     /// SMTP AUTH users and failure counts, from `[auth]`.
     pub auth: Option<Arc<Authenticator>>,
-    /// The roots of `delivery.ca_file`, for each shard's delivery TLS (none: the system's).
-    pub ca_roots: Option<rustls::RootCertStore>,
+    /// The roots each shard's delivery TLS verifies against (`runtime::files::Loaded`).
+    pub ca_roots: rustls::RootCertStore,
 }
 
 impl Shared {

@@ -79,13 +79,21 @@ impl RcptDsn {
     pub fn from_params(p: &str) -> RcptDsn {
         let mut out = RcptDsn::default();
         for param in params(p.as_bytes()) {
-            match (param.keyword.to_ascii_uppercase().as_slice(), param.value) {
-                (b"NOTIFY", Some(v)) => out.notify = Notify::parse(v),
-                (b"ORCPT", Some(v)) => out.orcpt = Some(String::from_utf8_lossy(v).into_owned()),
-                _ => {}
+            if let Some(v) = param.value {
+                out.take(&param.keyword.to_ascii_uppercase(), v);
             }
         }
         out
+    }
+
+    /// Takes one parameter (`keyword` upper case) if it is NOTIFY or ORCPT; the session
+    /// calls it as it validates RCPT, so the parameters are read once.
+    pub fn take(&mut self, keyword: &[u8], value: &[u8]) {
+        match keyword {
+            b"NOTIFY" => self.notify = Notify::parse(value),
+            b"ORCPT" => self.orcpt = Some(String::from_utf8_lossy(value).into_owned()),
+            _ => {}
+        }
     }
 
     /// The notifications that apply.
@@ -122,13 +130,21 @@ impl MailDsn {
     pub fn from_params(p: &str) -> MailDsn {
         let mut out = MailDsn::default();
         for param in params(p.as_bytes()) {
-            match (param.keyword.to_ascii_uppercase().as_slice(), param.value) {
-                (b"RET", Some(v)) => out.ret_full = Some(v.eq_ignore_ascii_case(b"FULL")),
-                (b"ENVID", Some(v)) => out.envid = Some(String::from_utf8_lossy(v).into_owned()),
-                _ => {}
+            if let Some(v) = param.value {
+                out.take(&param.keyword.to_ascii_uppercase(), v);
             }
         }
         out
+    }
+
+    /// Takes one parameter (`keyword` upper case) if it is RET or ENVID; the session calls
+    /// it as it validates MAIL, so the parameters are read once.
+    pub fn take(&mut self, keyword: &[u8], value: &[u8]) {
+        match keyword {
+            b"RET" => self.ret_full = Some(value.eq_ignore_ascii_case(b"FULL")),
+            b"ENVID" => self.envid = Some(String::from_utf8_lossy(value).into_owned()),
+            _ => {}
+        }
     }
 }
 

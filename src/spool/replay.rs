@@ -251,7 +251,7 @@ pub fn replay(spool: &Path) -> io::Result<Replay> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::spool::location::segment_path;
     use crate::spool::record::tests::envelope;
@@ -259,7 +259,13 @@ mod tests {
         decode, encode_message, encode_outcome, encode_settled, segment_header,
     };
 
-    fn write_segment(spool: &Path, shard: u8, seq: u64, records: &[Vec<u8>]) -> Vec<u64> {
+    /// Writes segment `shard`/`seq` of `spool` holding `records`; returns their offsets.
+    pub(crate) fn write_segment(
+        spool: &Path,
+        shard: u8,
+        seq: u64,
+        records: &[Vec<u8>],
+    ) -> Vec<u64> {
         let path = segment_path(spool, shard, seq);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let mut bytes = segment_header(seq).to_vec();

@@ -50,7 +50,7 @@ pub enum SinkError {
     },
     /// The certificate or key cannot be loaded (pigeon's own message).
     #[error("{0}")]
-    Tls(String),
+    Tls(#[from] pigeon::accept::tls::ServerTlsError),
     /// Only one of `--tls-cert` and `--tls-key` was given.
     #[error("--tls-cert and --tls-key go together")]
     TlsHalf,
@@ -136,8 +136,7 @@ pub fn run(args: SinkArgs) -> Result<(), SinkError> {
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(futures_rustls::TlsAcceptor::from(
-            pigeon::accept::tls::server_config(cert, key)
-                .map_err(|e| SinkError::Tls(e.to_string()))?,
+            pigeon::accept::tls::server_config(cert, key)?,
         )),
         (None, None) => None,
         _ => return Err(SinkError::TlsHalf),

@@ -83,17 +83,10 @@ pub struct TlsClients {
 }
 
 impl TlsClients {
-    /// Builds both configurations; the roots are `ca_roots` (from [`load_ca_file`]), else
-    /// the system bundle. Without either, `verify` can never succeed, which is logged once
-    /// here.
-    pub fn new(ca_roots: Option<RootCertStore>) -> Result<TlsClients, TlsClientError> {
+    /// Builds both configurations; `verify` checks certificates against `roots` (from
+    /// [`load_ca_file`] or [`system_roots_or_empty`], loaded once at start).
+    pub fn new(roots: RootCertStore) -> Result<TlsClients, TlsClientError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = ca_roots.unwrap_or_else(|| {
-            system_roots().unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "no system CA bundle: tls = \"verify\" will defer all mail");
-                RootCertStore::empty()
-            })
-        });
         let builder = || {
             ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -134,6 +127,15 @@ pub fn load_ca_file(path: &Path) -> Result<RootCertStore, CaFileError> {
         })?;
     }
     Ok(roots)
+}
+
+/// The system's CA bundle, or no root at all when it cannot be read: then `verify` can
+/// never succeed, which is logged here, once (it is called once, at start).
+pub fn system_roots_or_empty() -> RootCertStore {
+    system_roots().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no system CA bundle: tls = \"verify\" will defer all mail");
+        RootCertStore::empty()
+    })
 }
 
 /// The system's CA bundle. Unparsable entries are skipped, as every TLS library does with

@@ -68,6 +68,7 @@ fn a_job_that_expired_in_the_queue_is_reported_unattempted() {
         let expired = shard.logged("expired");
         assert_eq!(expired.len(), 2);
         for (l, r) in expired.iter().zip(["a@b.example", "c@b.example"]) {
+            assert!(l.get("attempt_ms").is_none(), "no attempt was made");
             assert_eq!(l["recipient"], r);
             assert_eq!(
                 l["reply"],

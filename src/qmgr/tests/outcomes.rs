@@ -47,6 +47,7 @@ fn a_2xx_delivers_and_kills_the_record_with_nothing_left_to_do() {
         assert_eq!(l["tls"], "TLSv1.3");
         assert_eq!(l["reply"], "250 2.0.0 Ok: queued as 4F2A");
         assert_eq!(l["attempts"], 1);
+        assert_eq!(l["attempt_ms"], 20, "the agent's timing");
         assert!(l.get("next_attempt").is_none());
     });
 }

@@ -47,16 +47,7 @@ The figures are attached.\r\n";
 /// The server that answers in reports with a connection.
 pub const MX: &str = "mx.b.example";
 
-/// Runs `f` to completion on a glommio executor of its own.
-pub fn on_executor<F: std::future::Future<Output = ()> + 'static>(
-    f: impl FnOnce() -> F + Send + 'static,
-) {
-    glommio::LocalExecutorBuilder::default()
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap();
-}
+pub(crate) use crate::task::tests::on_executor;
 
 /// The built-in defaults for one shard, changed by `tweak`. The spool and log paths are
 /// set by [`Shard::start`].
@@ -230,7 +221,7 @@ impl Shard {
             port: config.delivery.port,
             max_age: config.delivery.max_age,
             resolver: Resolver::new(vec![nameserver], Duration::from_secs(1)),
-            tls: TlsClients::new(None).unwrap(),
+            tls: TlsClients::new(rustls::RootCertStore::empty()).unwrap(),
             reader: reader.clone(),
             queues: queues.clone(),
             stop: stop.clone(),
@@ -282,11 +273,7 @@ impl Shard {
         })
         .with_dsn(
             &envelope.mail_dsn,
-            &envelope
-                .recipients
-                .iter()
-                .map(|r| r.dsn.clone())
-                .collect::<Vec<_>>(),
+            envelope.recipients.iter().map(|r| &r.dsn),
         )
         .into_shared()
     }
@@ -412,7 +399,4 @@ pub fn reply(code: u16, enhanced: (u8, u16, u16), text: &'static str) -> Reply {
 }
 
 /// The `next_attempt` a log line gives for a due time in microseconds.
-pub fn log_time(micros: u64) -> String {
-    let at = std::time::UNIX_EPOCH + Duration::from_micros(micros);
-    humantime::format_rfc3339_seconds(at).to_string()
-}
+pub use crate::outcome::log::next_attempt as log_time;

@@ -63,12 +63,8 @@ impl Session {
                 (b"BODY", Some(v))
                     if v.eq_ignore_ascii_case(b"7BIT") || v.eq_ignore_ascii_case(b"8BITMIME") => {}
                 (b"SMTPUTF8", None) => smtputf8 = true,
-                (b"RET", Some(v)) if dsn::valid_ret(v) => {
-                    mail_dsn.ret_full = Some(v.eq_ignore_ascii_case(b"FULL"));
-                }
-                (b"ENVID", Some(v)) if dsn::valid_envid(v) => {
-                    mail_dsn.envid = Some(String::from_utf8_lossy(v).into_owned());
-                }
+                (b"RET", Some(v)) if dsn::valid_ret(v) => mail_dsn.take(b"RET", v),
+                (b"ENVID", Some(v)) if dsn::valid_envid(v) => mail_dsn.take(b"ENVID", v),
                 (b"RET" | b"ENVID", _) => return self.error(replies::syntax("Bad DSN parameter")),
                 _ => return self.error(replies::bad_parameter("Unsupported MAIL parameter")),
             }

@@ -23,12 +23,15 @@ impl Session {
         for p in params(param_bytes) {
             let reply = match (p.keyword.to_ascii_uppercase().as_slice(), p.value) {
                 _ if !extended => replies::bad_parameter("No parameters after HELO"),
-                (b"NOTIFY", Some(v)) if dsn::Notify::parse(v).is_some() => {
-                    rcpt_dsn.notify = dsn::Notify::parse(v);
-                    continue;
-                }
+                (b"NOTIFY", Some(v)) => match dsn::Notify::parse(v) {
+                    Some(notify) => {
+                        rcpt_dsn.notify = Some(notify);
+                        continue;
+                    }
+                    None => replies::syntax("Bad DSN parameter"),
+                },
                 (b"ORCPT", Some(v)) if dsn::valid_orcpt(v) => {
-                    rcpt_dsn.orcpt = Some(String::from_utf8_lossy(v).into_owned());
+                    rcpt_dsn.take(b"ORCPT", v);
                     continue;
                 }
                 (b"NOTIFY" | b"ORCPT", _) => replies::syntax("Bad DSN parameter"),
